@@ -1,0 +1,10 @@
+"""attncnn: attention-based convolutional image classifiers.
+
+The public entry points are re-exported here; everything heavy is imported lazily by
+the command line so that `attncnn --help` stays fast.
+"""
+from attncnn.errors import AttncnnError
+from attncnn.models import create_model, list_models, make_attention
+
+__version__ = "0.1.0"
+__all__ = ["AttncnnError", "create_model", "list_models", "make_attention", "__version__"]

@@ -1,0 +1,194 @@
+"""Attention modules, built through one factory: `make_attention(kind, channels, **opts)`.
+
+Every module maps x [B, C, H, W] to a tensor of the same shape. Each one can hand out the
+attention it applied during the last forward pass (`module.maps`) when recording is on,
+so `explain` needs no second forward pass:
+
+    with record_attention(model) as maps:   # {module name: tensor}
+        logits = model(images)
+
+Kinds:
+- "softmax": the paper's module (`SpatialSoftmaxAttention`).
+- "se": squeeze-and-excitation, channel attention from global average pooling (Hu 2018).
+- "cbam": channel then spatial attention (Woo 2018).
+- None / "none": identity, for the no-attention ablation.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attncnn.errors import AttncnnError
+
+
+class _RecordingMixin:
+    """Keeps the attention applied in the last forward pass while `record` is True."""
+
+    record: bool = False
+    maps: torch.Tensor | None = None
+
+    def _keep(self, maps: torch.Tensor) -> None:
+        if self.record:
+            self.maps = maps
+
+
+class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
+    """The paper's attention: conv filters -> M maps -> softmax over H*W -> x * maps.
+
+    Shapes: x [B, C, H, W] -> logits [B, M, H, W] -> a = softmax over the H*W positions of
+    each map, so every map sums to 1. A map of M < C broadcasts over a group of C/M
+    channels (C must be divisible by M).
+
+    Scaling (`mode`):
+    - "mean" (default): weights w = a * H*W, so the mean weight over positions is exactly 1.
+      Unscaled softmax weights are ~1/(H*W) (1/1024 at 32x32); multiplied through a few
+      modules the activations vanish. With the mean at 1 the module rescales where the
+      signal is without changing its overall size, BN downstream sees the same statistics,
+      and with the zero-initialised conv it starts as the identity (uniform softmax).
+    - "residual": x * (1 + w) with the same mean-1 w, as in residual attention networks:
+      the identity path is always kept, attention can only emphasise.
+    `maps` records w (mean 1 per map) [B, M, H, W].
+
+    temperature divides the logits: > 1 flattens the maps, < 1 sharpens them.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_maps: int = 1,
+        kernel_size: int = 3,
+        temperature: float = 1.0,
+        mode: str = "mean",
+    ):
+        super().__init__()
+        if num_maps < 1 or channels % num_maps:
+            raise AttncnnError(
+                f"softmax attention: num_maps={num_maps} must be >= 1 and divide channels={channels}"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise AttncnnError(f"softmax attention: kernel_size={kernel_size} must be odd and >= 1")
+        if not temperature > 0:
+            raise AttncnnError(f"softmax attention: temperature={temperature} must be > 0")
+        if mode not in ("mean", "residual"):
+            raise AttncnnError(f"softmax attention: mode={mode!r} must be 'mean' or 'residual'")
+        self.num_maps = num_maps
+        self.temperature = float(temperature)
+        self.mode = mode
+        self.conv = nn.Conv2d(channels, num_maps, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)  # uniform softmax at start: the module is the identity
+        nn.init.zeros_(self.conv.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean-1 spatial weights [B, M, H, W] for x [B, C, H, W]."""
+        b, _, h, w = x.shape
+        logits = self.conv(x).flatten(2) / self.temperature  # [B, M, H*W]
+        a = torch.softmax(logits.float(), dim=-1).to(x.dtype)
+        return (a * (h * w)).view(b, self.num_maps, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.attention(x)
+        self._keep(weights)
+        if self.mode == "residual":
+            weights = 1 + weights
+        b, c, h, w = x.shape
+        grouped = x.view(b, self.num_maps, c // self.num_maps, h, w)
+        return (grouped * weights.unsqueeze(2)).view(b, c, h, w)
+
+
+class SqueezeExcite(_RecordingMixin, nn.Module):
+    """Channel attention from global average pooling (Hu et al. 2018).
+
+    x [B, C, H, W] -> mean over H, W [B, C] -> FC C/r -> ReLU -> FC C -> sigmoid -> x * s.
+    `maps` records s [B, C, 1, 1].
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        self._keep(s)
+        return x * s
+
+
+class CBAM(_RecordingMixin, nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial.
+
+    Channel: a shared MLP (reduction r) over the average- and max-pooled [B, C] vectors,
+    summed, sigmoid. Spatial: mean and max over channels [B, 2, H, W] -> 7x7 conv -> BN ->
+    sigmoid [B, 1, H, W]. `maps` records the spatial map [B, 1, H, W].
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+        )
+        self.spatial = nn.Sequential(
+            nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False), nn.BatchNorm2d(1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(x.mean((2, 3), keepdim=True))
+        mx = self.mlp(x.amax((2, 3), keepdim=True))
+        x = x * torch.sigmoid(avg + mx)
+        pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        s = torch.sigmoid(self.spatial(pooled))
+        self._keep(s)
+        return x * s
+
+
+ATTENTION_KINDS = {
+    "softmax": SpatialSoftmaxAttention,
+    "se": SqueezeExcite,
+    "cbam": CBAM,
+}
+
+
+def make_attention(kind: str | None, channels: int, **opts) -> nn.Module:
+    """Build the attention module `kind` for `channels` feature maps; None -> nn.Identity."""
+    if kind is None or kind == "none":
+        return nn.Identity()
+    try:
+        cls = ATTENTION_KINDS[kind]
+    except KeyError:
+        known = ", ".join(["none", *ATTENTION_KINDS])
+        raise AttncnnError(f"unknown attention kind {kind!r}; known kinds: {known}") from None
+    try:
+        return cls(channels, **opts)
+    except TypeError as err:
+        raise AttncnnError(f"attention {kind!r}: bad option ({err})") from None
+
+
+def attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(qualified name, module) for every attention module in `model`, in forward order."""
+    for name, module in model.named_modules():
+        if isinstance(module, _RecordingMixin):
+            yield name, module
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the maps of every attention module during the forward passes inside.
+
+    Yields a dict that is filled, on exit, with {module name: maps of the last forward}.
+    """
+    modules = list(attention_modules(model))
+    found: dict[str, torch.Tensor] = {}
+    for _, module in modules:
+        module.record, module.maps = True, None
+    try:
+        yield found
+    finally:
+        for name, module in modules:
+            if module.maps is not None:
+                found[name] = module.maps
+            module.record, module.maps = False, None

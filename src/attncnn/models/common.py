@@ -1,0 +1,52 @@
+"""Pieces shared by every backbone: the placement option and weight initialisation."""
+from __future__ import annotations
+
+from torch import nn
+
+from attncnn.errors import AttncnnError
+from attncnn.models.attention import SpatialSoftmaxAttention, make_attention
+
+PLACEMENTS = ("block", "stage", "end")
+
+
+def check_placement(placement: str) -> str:
+    if placement not in PLACEMENTS:
+        raise AttncnnError(
+            f"unknown attention_placement {placement!r}; choose one of {', '.join(PLACEMENTS)}"
+        )
+    return placement
+
+
+class AttentionPlan:
+    """Where a backbone puts its attention: `plan("block", 64)` -> module for that spot.
+
+    Returns the attention module of `kind` where `where` equals the chosen placement and
+    an nn.Identity everywhere else, so backbones never special-case a kind.
+    """
+
+    def __init__(self, kind: str | None, placement: str = "block", options: dict | None = None):
+        self.kind = kind
+        self.placement = check_placement(placement)
+        self.options = dict(options or {})
+
+    def __call__(self, where: str, channels: int) -> nn.Module:
+        kind = self.kind if where == self.placement else None
+        return make_attention(kind, channels, **self.options)
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal convs and FC, BN at (1, 0); attention convs keep their own init."""
+    skip = {id(m.conv) for m in model.modules() if isinstance(m, SpatialSoftmaxAttention)}
+    for m in model.modules():
+        if id(m) in skip:
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,95 @@
+"""Model registry: every named model of the paper's tables, built by `create_model`.
+
+Names follow `<attention>_<backbone>`: no prefix (no attention), `se_`, `cbam_` and
+`attn_` (the paper's spatial softmax attention), e.g. `attn_resnet110_cifar`.
+A model built here remembers how: `model.model_name` and `model.model_args` (plain JSON
+values), so a weights file can rebuild it without the training config.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from attncnn.errors import AttncnnError, UnknownModelError
+from attncnn.models.densenet import DenseNetBC
+from attncnn.models.resnet import ResNet
+from attncnn.models.resnet_cifar import CifarResNet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict = field(default_factory=dict)
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    family: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module], *, input_size=(3, 32, 32),
+             family: str = "", **defaults) -> ModelSpec:
+    """Add a model under `name`; `defaults` are its constructor arguments."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    spec = ModelSpec(name, builder, dict(defaults), tuple(input_size), family)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern (e.g. "*resnet110*"), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `attncnn models`"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
+    """Build the registered model `name`, overriding any constructor argument."""
+    spec = get_spec(name)
+    args = {**spec.defaults, **overrides}
+    if num_classes is not None:
+        args["num_classes"] = int(num_classes)
+    if args.get("num_classes", 1) < 1:
+        raise AttncnnError(f"{name}: num_classes must be >= 1, got {args['num_classes']}")
+    try:
+        model = spec.builder(**args)
+    except TypeError as err:
+        raise AttncnnError(f"{name}: bad model argument ({err})") from None
+    model.model_name = name
+    model.model_args = args
+    model.input_size = spec.input_size
+    return model
+
+
+ATTENTION_PREFIXES = {"": None, "se_": "se", "cbam_": "cbam", "attn_": "softmax"}
+# The paper puts its attention "after convolutional stages"; SE and CBAM sit in every block.
+DEFAULT_PLACEMENT = {None: "block", "se": "block", "cbam": "block", "softmax": "stage"}
+
+
+def _register_family(backbone: str, builder, family: str, input_size, **defaults) -> None:
+    for prefix, kind in ATTENTION_PREFIXES.items():
+        register(f"{prefix}{backbone}", builder, input_size=input_size, family=family,
+                 attention=kind, attention_placement=DEFAULT_PLACEMENT[kind], **defaults)
+
+
+for _depth in (20, 32, 44, 56, 110):
+    _register_family(f"resnet{_depth}_cifar", CifarResNet, "cifar-resnet", (3, 32, 32),
+                     depth=_depth, num_classes=10)
+_register_family("densenet_bc100_k12", DenseNetBC, "densenet-bc", (3, 32, 32),
+                 depth=100, growth=12, num_classes=10)
+for _depth in (18, 34, 50, 101):
+    _register_family(f"resnet{_depth}", ResNet, "imagenet-resnet", (3, 224, 224),
+                     depth=_depth, num_classes=1000)

@@ -1,0 +1,164 @@
+"""One suite over every registered model, plus the attention modules' contracts."""
+import pytest
+import torch
+
+from attncnn import AttncnnError
+from attncnn.models import (
+    SpatialSoftmaxAttention,
+    attention_modules,
+    count_params,
+    create_model,
+    get_spec,
+    list_models,
+    make_attention,
+    record_attention,
+)
+from attncnn.models.registry import UnknownModelError
+
+ALL_MODELS = list_models()
+
+
+def small_input(name: str, batch: int = 2) -> torch.Tensor:
+    c, h, w = get_spec(name).input_size
+    side = 32 if h <= 32 else 64  # ImageNet models checked at 64 px to keep CI fast
+    return torch.randn(batch, c, side, side, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_backward_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    x = small_input(name)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(1).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+    # softmax attention starts as the identity (zero conv), but must still learn:
+    for mname, m in attention_modules(model):
+        if isinstance(m, SpatialSoftmaxAttention):
+            assert m.conv.weight.grad.abs().sum() > 0, f"{mname} gets an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_eval_mode_is_deterministic_and_maps_are_normalised(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    for m in model.modules():  # move softmax attention off its uniform start
+        if isinstance(m, SpatialSoftmaxAttention):
+            torch.nn.init.normal_(m.conv.weight, std=0.5)
+    x = small_input(name)
+    with torch.no_grad(), record_attention(model) as maps:
+        first = model(x)
+    with torch.no_grad():
+        second = model(x)
+    assert torch.equal(first, second)
+    modules = dict(attention_modules(model))
+    assert set(maps) == set(modules)
+    kind = model.model_args["attention"]
+    assert (len(maps) > 0) == (kind is not None)
+    for mname, w in maps.items():
+        assert torch.isfinite(w).all()
+        if kind == "softmax":  # mean-1 softmax weights: every map averages to exactly 1
+            torch.testing.assert_close(w.mean((2, 3)), torch.ones(w.shape[:2]))
+            assert (w >= 0).all()
+        else:  # SE / CBAM gates are sigmoids
+            assert ((w >= 0) & (w <= 1)).all()
+
+
+# Published counts (10 / 1000 classes) and the precision they were published with:
+# a figure given as "1.7M" is matched within half its last digit, others within 1%.
+PUBLISHED_PARAMS = {
+    "resnet20_cifar": (0.27e6, 0.005e6),
+    "resnet56_cifar": (0.85e6, 0.005e6),
+    "resnet110_cifar": (1.7e6, 0.05e6),
+    "densenet_bc100_k12": (0.8e6, 0.05e6),
+    "resnet50": (25.56e6, 0.005e6),
+    "se_resnet50": (28.09e6, 0.005e6),
+    "cbam_resnet50": (28.09e6, 0.005e6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_parameter_count_matches_published(name):
+    published, half_digit = PUBLISHED_PARAMS[name]
+    with torch.device("meta"):
+        n = count_params(create_model(name))
+    assert abs(n - published) <= max(0.01 * published, half_digit), f"{name}: {n}"
+
+
+@pytest.mark.parametrize("placement", ["block", "stage", "end"])
+def test_paper_attention_adds_at_most_two_percent_to_resnet110(placement):
+    base = count_params(create_model("resnet110_cifar"))
+    attn = count_params(create_model("attn_resnet110_cifar", attention_placement=placement))
+    assert base < attn <= 1.02 * base
+
+
+def test_placement_sets_the_number_of_modules():
+    counts = {p: len(list(attention_modules(create_model("attn_resnet20_cifar", attention_placement=p))))
+              for p in ("block", "stage", "end")}
+    assert counts == {"block": 9, "stage": 3, "end": 1}
+    assert not list(attention_modules(create_model("resnet20_cifar")))
+
+
+def test_fresh_softmax_attention_is_identity_and_groups_share_maps():
+    x = torch.randn(2, 8, 5, 6)
+    att = make_attention("softmax", 8, num_maps=2)
+    torch.testing.assert_close(att(x), x)
+    torch.nn.init.normal_(att.conv.weight)
+    w = att.attention(x)  # [2, 2, 5, 6]
+    y = att(x)
+    torch.testing.assert_close(y[:, :4], x[:, :4] * w[:, :1])  # map 0 weights channels 0-3
+    torch.testing.assert_close(y[:, 4:], x[:, 4:] * w[:, 1:])
+    torch.testing.assert_close(w.flatten(2).sum(-1), torch.full((2, 2), 30.0))
+
+
+def test_temperature_flattens_and_residual_mode_keeps_identity_path():
+    x = torch.randn(1, 4, 6, 6)
+    sharp = make_attention("softmax", 4, temperature=0.5)
+    flat = make_attention("softmax", 4, temperature=4.0)
+    flat.load_state_dict(sharp.state_dict())
+    torch.nn.init.normal_(sharp.conv.weight)
+    flat.conv.weight.data.copy_(sharp.conv.weight)
+    assert sharp.attention(x).std() > flat.attention(x).std()
+    res = make_attention("softmax", 4, mode="residual")
+    torch.testing.assert_close(res(x), 2 * x)  # uniform map: x * (1 + 1)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(kind="softmax", channels=6, num_maps=4),
+    dict(kind="softmax", channels=6, kernel_size=2),
+    dict(kind="softmax", channels=6, temperature=0),
+    dict(kind="softmax", channels=6, mode="other"),
+    dict(kind="se", channels=6, colour="red"),
+    dict(kind="transformer", channels=6),
+])
+def test_bad_attention_options_are_one_line_errors(bad):
+    with pytest.raises(AttncnnError) as info:
+        make_attention(bad.pop("kind"), bad.pop("channels"), **bad)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError, match="did you mean.*attn_resnet110_cifar"):
+        create_model("attn_resnet110_cifra")
+    with pytest.raises(AttncnnError, match="attention_placement"):
+        create_model("attn_resnet20_cifar", attention_placement="everywhere")
+    with pytest.raises(AttncnnError, match="bad model argument"):
+        create_model("resnet20_cifar", widht=3)
+
+
+def test_registry_has_every_row_of_the_papers_tables():
+    needed = {"resnet110_cifar", "densenet_bc100_k12", "se_resnet110_cifar",
+              "cbam_resnet110_cifar", "attn_resnet110_cifar", "resnet50", "se_resnet50",
+              "cbam_resnet50", "attn_resnet50"}
+    assert needed <= set(ALL_MODELS)
+    assert list_models("*resnet110*") == sorted(n for n in ALL_MODELS if "resnet110" in n)
+
+
+def test_model_remembers_how_it_was_built():
+    model = create_model("attn_resnet20_cifar", num_classes=3, attention_placement="end")
+    again = create_model(model.model_name, **model.model_args)
+    again.load_state_dict(model.state_dict())
+    assert model.model_args["num_classes"] == 3
