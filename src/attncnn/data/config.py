@@ -1,0 +1,24 @@
+"""What a run says about its data (the `data:` section of a config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"            # a registered source: digits, cifar10, cifar100, folder, imagenet
+    root: str | None = None         # file or folder of the data (None: the source's default)
+    train_split: str = "train"
+    eval_split: str = "test"        # "val" holds out `val_fraction` of train instead
+    val_fraction: float = 0.0       # share of train held out as "val" (stratified, seeded)
+    batch_size: int = 128           # global batch (split across ranks)
+    eval_batch_size: int = 512
+    augment: bool = True            # train only: random crop (pad 4) + horizontal flip
+    crop_padding: int = 4
+    flip: bool = True
+    image_size: int | None = None   # large-image sources: crop size (224 for ImageNet)
+    workers: int = 4                # large-image sources: DataLoader workers
+    cache_dir: str | None = None    # decoded-tensor cache (default ~/.cache/attncnn)
+    skip_corrupt: bool = False      # skip (and count) corrupt images instead of failing
+    download: bool = False          # fetch official CIFAR archives when online
+    seed: int = 0                   # data order and augmentation

@@ -1,0 +1,119 @@
+"""Named data sources and `build_loaders`, the one entry point the training engine uses.
+
+A source is a function `(cfg: DataConfig, split: str) -> ArrayDataset` registered under a
+name with `@register_source("name")`. Large-image sources register with `streaming=True`
+and return a loader object instead (anything with `epoch(epoch, start_step)`, `__len__`,
+`num_samples`, and a `data` attribute carrying classes/name/mean/std).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from attncnn.data.config import DataConfig
+from attncnn.data.dataset import ArrayDataset
+from attncnn.data.loader import DeviceLoader
+from attncnn.errors import AttncnnError
+
+_SOURCES: dict[str, tuple[Callable, bool]] = {}
+
+
+def register_source(name: str, streaming: bool = False):
+    def wrap(fn):
+        _SOURCES[name] = (fn, streaming)
+        return fn
+    return wrap
+
+
+def source_names() -> list[str]:
+    _import_builtin_sources()
+    return sorted(_SOURCES)
+
+
+def _get_source(name: str) -> tuple[Callable, bool]:
+    _import_builtin_sources()
+    if name not in _SOURCES:
+        close = difflib.get_close_matches(name, _SOURCES, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise AttncnnError(f"unknown data set {name!r}{hint} (known: {', '.join(sorted(_SOURCES))})")
+    return _SOURCES[name]
+
+
+def _import_builtin_sources() -> None:
+    """Readers register themselves on import; import those that exist in this checkout."""
+    import importlib
+
+    for module in ("digits", "cifar", "folder", "imagenet"):
+        try:
+            importlib.import_module(f"attncnn.data.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"attncnn.data.{module}":
+                raise
+
+
+def load_split(cfg: DataConfig, split: str) -> ArrayDataset:
+    """The decoded `split` of a small-image source; "val" is carved out of train."""
+    fn, streaming = _get_source(cfg.name)
+    if streaming:
+        raise AttncnnError(f"data set {cfg.name!r} streams from disk; it has no in-memory split")
+    if split in ("val", "train") and cfg.val_fraction > 0:
+        train, val = split_validation(fn(cfg, cfg.train_split), cfg.val_fraction, cfg.seed)
+        return val if split == "val" else train
+    if split == "val":
+        raise AttncnnError("eval_split 'val' needs data.val_fraction > 0 (a share of train held out)")
+    return fn(cfg, split)
+
+
+def split_validation(data: ArrayDataset, fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """Stratified, seeded hold-out: `fraction` of each class goes to validation."""
+    if not 0 < fraction < 1:
+        raise AttncnnError(f"val_fraction must be in (0, 1), got {fraction}")
+    gen = torch.Generator().manual_seed(10_007 + seed)
+    train_idx, val_idx = [], []
+    for c in range(data.num_classes):
+        idx = (data.labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        k = int(round(len(idx) * fraction))
+        val_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
+
+
+@dataclass
+class Loaders:
+    train: Any               # DeviceLoader or a streaming loader
+    eval: Any
+    classes: list[str]
+    name: str                # how results name the data, e.g. "CIFAR-10 (JPEG q75 copy)"
+    mean: tuple
+    std: tuple
+    input_size: tuple[int, int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int = 0,
+                  world_size: int = 1, channels_last: bool = False) -> Loaders:
+    """Train and eval loaders for `cfg` on `device`, sharded for rank `rank` of `world_size`."""
+    fn, streaming = _get_source(cfg.name)
+    if streaming:
+        return fn(cfg, device=device, rank=rank, world_size=world_size, channels_last=channels_last)
+    train = load_split(cfg, cfg.train_split)
+    evaluation = load_split(cfg, cfg.eval_split)
+    if train.classes != evaluation.classes:
+        raise AttncnnError(f"{cfg.name}: train and {cfg.eval_split} splits have different classes")
+    common = dict(device=device, seed=cfg.seed, rank=rank, world_size=world_size,
+                  channels_last=channels_last)
+    return Loaders(
+        train=DeviceLoader(train, cfg.batch_size, train=True, augment=cfg.augment,
+                           crop_padding=cfg.crop_padding, flip=cfg.flip, **common),
+        eval=DeviceLoader(evaluation, cfg.eval_batch_size, train=False, **common),
+        classes=list(train.classes), name=train.name or cfg.name,
+        mean=tuple(train.mean), std=tuple(train.std),
+        input_size=(3, *train.images.shape[2:]),
+    )

@@ -1,0 +1,1 @@
+"""The training engine: configs, the loop, checkpoints, metrics."""
