@@ -18,3 +18,16 @@ def test_meter_counts_top1_top5_confusion_and_per_class():
     torch.testing.assert_close(torch.tensor(s["loss"]),
                                torch.nn.functional.cross_entropy(logits, labels).double().float())
     assert topk_accuracy(logits, labels) == [25.0, 50.0]
+
+
+def test_evaluate_restores_mode_and_counts_every_sample():
+    from attncnn.engine.metrics import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).train()
+    batches = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(3)]
+    s = evaluate(model, batches, 3)
+    assert model.training and s["count"] == 15 and len(s["confusion"]) == 3
+    with torch.no_grad():
+        pred = torch.cat([model(x).argmax(1) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    assert s["top1"] == 100.0 * (pred == labels).float().mean().item()

@@ -54,3 +54,27 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list
     top = logits.topk(min(max(ks), logits.shape[1]), 1).indices
     hits = top == labels[:, None]
     return [100.0 * hits[:, :k].any(1).float().mean().item() for k in ks]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
+             autocast_dtype: torch.dtype | None = None, reduce=None) -> dict:
+    """Run `model` in eval mode over `batches` of (x, y); return `ClassificationMeter.summary()`.
+
+    `reduce(tensors)` (optional) sums the meter's tensors across ranks in place.
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    meter = ClassificationMeter(num_classes, device)
+    device_type = torch.device(device).type
+    for x, y in batches:
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x)
+        meter.update(logits, y)
+    if reduce is not None:
+        reduce(meter.state_tensors())
+    model.train(was_training)
+    summary = meter.summary()
+    summary["confusion"] = meter.confusion.cpu().tolist()
+    return summary
