@@ -30,4 +30,4 @@ def test_evaluate_restores_mode_and_counts_every_sample():
     with torch.no_grad():
         pred = torch.cat([model(x).argmax(1) for x, _ in batches])
     labels = torch.cat([y for _, y in batches])
-    assert s["top1"] == 100.0 * (pred == labels).float().mean().item()
+    assert s["top1"] == 100.0 * int((pred == labels).sum()) / 15
