@@ -80,7 +80,12 @@ def _scan_tar(path: Path, split: str) -> tuple[list[str], list[tuple[str, bytes,
     found: dict[str, dict[str, list]] = {}
     seen_top: set[str] = set()
     try:
-        with tarfile.open(path, "r:*") as tar:
+        tar = tarfile.open(path, "r:*")
+    except tarfile.ReadError:
+        raise AttncnnError(f"{path}: not a tar archive (.tar, .tar.gz, .tar.bz2 or .tar.xz), "
+                           "nor a folder") from None
+    try:
+        with tar:
             for member in tar:
                 parts = [p for p in member.name.split("/") if p not in ("", ".")]
                 if not parts or any(_hidden(p) for p in parts):
@@ -88,6 +93,8 @@ def _scan_tar(path: Path, split: str) -> tuple[list[str], list[tuple[str, bytes,
                 seen_top.add("/".join(parts[:2]) if len(parts) > 2 else parts[0])
                 for k in (0, 1):               # split at depth 0, or under one top-level folder
                     if len(parts) > k + 1 and parts[k] == split:
+                        if len(parts) == k + 2 and not member.isdir():
+                            break                  # a file beside the class folders
                         prefix, cls = "/".join(parts[:k]), parts[k + 1]
                         classes = found.setdefault(prefix, {})
                         files = classes.setdefault(cls, [])  # a class folder, maybe empty
@@ -95,10 +102,9 @@ def _scan_tar(path: Path, split: str) -> tuple[list[str], list[tuple[str, bytes,
                                 and Path(parts[-1]).suffix.lower() in suffixes):
                             files.append((member.name, tar.extractfile(member).read()))
                         break
-    except tarfile.ReadError as err:
-        raise AttncnnError(f"{path}: not a readable tar archive ({err})") from None
-    except (EOFError, zlib.error, OSError) as err:
-        raise AttncnnError(f"{path}: archive is truncated or corrupt ({err})") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise AttncnnError(f"{path}: archive is truncated or corrupt ({reason})") from None
     if not found:
         tops = ", ".join(sorted(seen_top)[:10]) or "nothing"
         raise AttncnnError(f"{path}: no split folder {split!r} in the archive (found: {tops}); "
