@@ -10,6 +10,7 @@ data sets).
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -74,7 +75,10 @@ def decode_many(items: list[tuple[str, bytes | str]], image_size: int | None, wo
             results.extend(_decode_chunk(chunk, image_size))
             bar.update(len(chunk))
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # fork where there is one: a spawned worker would re-import torch (seconds) first
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for chunk, done in zip(chunks, pool.map(_decode_chunk, chunks, [image_size] * len(chunks))):
                 results.extend(done)
                 bar.update(len(chunk))
