@@ -71,6 +71,9 @@ def test_training_batches_are_deterministic_and_resumable(tmp_path):
     assert len(resumed) == 1 and torch.equal(resumed[0][0], a[2][0])
     other = list(build_loaders(cfg).train.epoch(2))
     assert not all(torch.equal(xa, xo) for (xa, _), (xo, _) in zip(a, other))
+    reseeded = build_loaders(cfg).train
+    reseeded.seed = 4                # what the engine does with the run seed
+    assert not all(torch.equal(xa, xr) for (xa, _), (xr, _) in zip(a, reseeded.epoch(1)))
 
 
 def test_workers_and_ranks_do_not_change_the_global_batch(tmp_path):

@@ -233,6 +233,7 @@ class StreamingLoader:
         return [mine[s * self.batch_size:(s + 1) * self.batch_size] for s in range(start_step, len(self))]
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.files.seed = self.seed      # the engine may re-seed the loader after building it
         loader = torch.utils.data.DataLoader(
             self.files, batch_sampler=_Steps(self._batches(epoch, start_step), epoch),
             num_workers=self.workers, pin_memory=self.device.type == "cuda",
