@@ -74,6 +74,7 @@ def test_training_batches_are_deterministic_and_resumable(tmp_path):
     reseeded = build_loaders(cfg).train
     reseeded.seed = 4                # what the engine does with the run seed
     assert not all(torch.equal(xa, xr) for (xa, _), (xr, _) in zip(a, reseeded.epoch(1)))
+    assert reseeded.files.seed == 4  # crops follow the new seed too, not only the order
 
 
 def test_workers_and_ranks_do_not_change_the_global_batch(tmp_path):
