@@ -7,7 +7,8 @@ Measures, on the machine it runs on (prints, asserts nothing):
 and prints the ratio loader / training: above 1 the loader keeps up.
 
     PYTHONPATH=src python benchmarks/bench_loader.py [--root ../shared/data/cifar10-jpeg.tar.gz]
-        [--device cpu] [--model resnet110_cifar] [--train-steps 3] [--cache-dir DIR]
+        [--device cpu] [--model resnet110_cifar] [--train-steps 3] [--loader-batches N]
+        [--threads N] [--cache-dir DIR]
 """
 from __future__ import annotations
 
@@ -28,15 +29,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_rate(data, device, batch: int, epochs: int) -> float:
+def loader_rate(data, device, batch: int, batches: int) -> float:
+    """images/s over the last `batches` steps of an epoch (all of it if batches >= its length)."""
     loader = DeviceLoader(data, batch, train=True, device=device, seed=0)
     for x, _ in loader.epoch(0, start_step=len(loader) - 2):  # warm-up
         pass
     sync(device)
     start, n = time.perf_counter(), 0
-    for e in range(epochs):
-        for x, _ in loader.epoch(e):
-            n += len(x)
+    for x, _ in loader.epoch(1, start_step=max(0, len(loader) - batches)):
+        n += len(x)
     sync(device)
     return n / (time.perf_counter() - start)
 
@@ -70,10 +71,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="resnet110_cifar")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--loader-epochs", type=int, default=1)
+    p.add_argument("--loader-batches", type=int, default=10**9, help="default: one epoch")
     p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
@@ -90,7 +94,7 @@ def main() -> None:
     print(f"load train split: first call {first:.1f} s (decodes unless already cached), "
           f"cached {cached:.2f} s")
 
-    loader = loader_rate(data, device, args.batch, args.loader_epochs)
+    loader = loader_rate(data, device, args.batch, args.loader_batches)
     print(f"loader (shuffle + crop + flip + normalise, batch {args.batch}): {loader:,.0f} images/s")
     train = train_rate(args.model, data, device, args.batch, args.train_steps)
     print(f"train {args.model} (fwd + bwd + SGD, batch {args.batch}, {args.train_steps} steps): "
