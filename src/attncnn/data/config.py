@@ -17,7 +17,7 @@ class DataConfig:
     augment: bool = True            # train only: random crop (pad 4) + horizontal flip
     crop_padding: int = 4
     flip: bool = True
-    image_size: int | None = None   # large-image sources: crop size (224 for ImageNet)
+    image_size: int | None = None   # folder: resize all images to this square; imagenet: crop (224)
     workers: int = 4                # large-image sources: DataLoader workers
     cache_dir: str | None = None    # decoded-tensor cache (default ~/.cache/attncnn)
     skip_corrupt: bool = False      # skip (and count) corrupt images instead of failing

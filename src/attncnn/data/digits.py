@@ -1,4 +1,4 @@
-"""digits-in-clutter: the embedded default data set (no download, generated in about a second).
+"""digits-in-clutter: the embedded default data set (no download, generated in seconds, in memory).
 
 Each 32x32 RGB image holds one real handwritten digit (scikit-learn's bundled UCI digits,
 1797 8x8 scans), scaled up to 12-16 px and placed at a random position, among 3-5 fragments
