@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -224,8 +225,10 @@ def load_state_safely(path: str | Path, map_location: torch.device | str = "cpu"
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message is a page of advice; keep its one line that names the culprit
+        why = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", str(err), re.M)
         raise AttncnnError(f"{path}: refused to load: it holds objects other than tensors and "
-                           f"plain containers ({_first_line(err)})") from None
+                           f"plain containers ({why.group(1) if why else _first_line(err)})") from None
     except Exception as err:  # truncated zip, not a checkpoint at all, ...
         raise AttncnnError(f"{path} is not a readable PyTorch checkpoint "
                            f"({type(err).__name__}: {_first_line(err)})") from None
