@@ -5,6 +5,7 @@ square, on noise; registered as data source "engine_toy".
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from attncnn.data import ArrayDataset, register_source
@@ -44,3 +45,12 @@ def toy_config(tmp_path, **sections):
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return config_from_dict(raw, source="toy")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one thread on a busy 2-core machine (no spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -364,7 +364,9 @@ class _Run:
                      "per_class": h["eval_per_class"], "epoch": h["epoch"]}
         weights = None
         if status == "finished" and self.dist.is_main:
-            weights = export_weights(self.run_dir, self.net, self.loaders, final)
+            summary = {"run_name": self.name, "data": self.loaders.name,
+                       "epochs": len(self.history), "final": final}
+            weights = export_weights(self.run_dir, self.net, self.loaders, summary)
         data = {"source": self.cfg.data.name, "name": self.loaders.name,
                 "train_split": self.cfg.data.train_split, "eval_split": self.cfg.data.eval_split,
                 "num_train": _num_samples(self.loaders.train),
@@ -385,15 +387,13 @@ class _Run:
         return record
 
 
-def export_weights(run_dir: Path, net, loaders, final: dict | None) -> str | None:
+def export_weights(run_dir: Path, net, loaders, summary: dict) -> str:
     """The one place the final weights file is written (attncnn.weights owns the format)."""
-    try:
-        from attncnn.weights import save_weights
-    except ImportError:
-        return None
+    from attncnn.weights import save_weights
+
     path = Path(run_dir) / "model.safetensors"
     save_weights(path, net, classes=list(loaders.classes), mean=tuple(loaders.mean),
-                 std=tuple(loaders.std), input_size=tuple(loaders.input_size), summary=final)
+                 std=tuple(loaders.std), input_size=tuple(loaders.input_size), summary=summary)
     return str(path)
 
 
