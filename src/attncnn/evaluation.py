@@ -128,7 +128,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     counts = np.asarray(confusion, dtype=np.int64)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     n = len(classes)
-    side = float(np.clip(0.45 * n + 2.5, 5, 20))
+    side = float(np.clip(0.3 * n + 2.5, 5, 18)) if n <= 50 else 10.0
     fig, ax = plt.subplots(figsize=(side + 1, side), dpi=100)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
