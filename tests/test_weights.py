@@ -81,6 +81,15 @@ def test_float16_file_is_half_the_size_and_close(tmp_path):
     assert torch.equal(ref.argmax(1), out.argmax(1))
 
 
+def test_float16_refuses_values_it_cannot_hold(tmp_path):
+    model = trained_like()
+    with torch.no_grad():
+        model.fc.bias[0] = 1e6  # beyond float16's 65504
+    with pytest.raises(AttncnnError, match="fc.bias does not fit in torch.float16"):
+        save(tmp_path, model, dtype=torch.float16)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 @pytest.mark.parametrize("other, expected", [
     (dict(name="resnet20_cifar"), "'attn_resnet20_cifar', not 'resnet20_cifar'"),
     (dict(num_classes=5), "3 classes"),

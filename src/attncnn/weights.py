@@ -100,7 +100,11 @@ def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean
     for key, value in model.state_dict().items():
         value = value.detach().to("cpu")
         if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
+            cast = value.to(dtype)
+            if not torch.isfinite(cast).all() and torch.isfinite(value).all():
+                raise AttncnnError(f"save_weights: {key} does not fit in {dtype} (largest |value| "
+                                   f"{value.abs().max().item():.3g}); save in float32")
+            value = cast
         tensors[key] = value.contiguous().clone()  # own storage: safetensors rejects shared views
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
