@@ -146,3 +146,23 @@ def test_unknown_tta_is_refused(weights):
     model, meta = create_model_from_weights(weights)
     with pytest.raises(AttncnnError, match="unknown --tta 'rotate'"):
         list(predict_files(model, meta, [], tta="rotate"))
+
+
+def test_predict_on_saved_images_agrees_with_the_eval_loader(weights, tmp_path):
+    """PNGs at the input size go through predict's preparation exactly as the data loader
+    normalises a decoded data set: same probabilities."""
+    from attncnn.data import ArrayDataset, DeviceLoader
+
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (5, 3, 16, 16), generator=gen, dtype=torch.uint8)
+    files = []
+    for i, img in enumerate(images):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(files[-1])
+    model, meta = create_model_from_weights(weights)
+    data = ArrayDataset(images, torch.zeros(5, dtype=torch.long), CLASSES, mean=MEAN, std=STD)
+    (x, _), = DeviceLoader(data, 8, train=False)
+    with torch.no_grad():
+        want = model(x).softmax(1)
+    for r, p in zip(predict_files(model, meta, files, top_k=4), want):
+        assert r.probs == pytest.approx(p[r.indices].tolist(), abs=1e-5)
