@@ -133,8 +133,6 @@ def prepare_image(path: str | os.PathLike, size: int, mean, std,
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             img = img.crop((left, top, left + size, top + size))
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    except AttncnnError:
-        raise
     except Exception as err:  # PIL raises many types for bad files; all mean "not an image"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         reason = reason.replace(f" '{path}'", "")  # PIL repeats the file name
@@ -163,19 +161,18 @@ def predict_files(model: torch.nn.Module, meta: dict, files: Iterable[str], *, t
     k = max(1, min(top_k, len(classes)))
     model.eval()
 
-    pending: list[tuple[int, str, torch.Tensor | None]] = []
-    results: dict[int, Prediction | Failure] = {}
+    pending: list[tuple[int, str, torch.Tensor]] = []      # prepared, not yet run
+    results: dict[int, Prediction | Failure] = {}           # done, not yet handed out
     next_out = 0
 
     def run_batch():
-        images = [(i, f, x) for i, f, x in pending if x is not None]
-        if images:
-            x = torch.stack([t for _, _, t in images]).to(device)
+        if pending:
+            x = torch.stack([t for _, _, t in pending]).to(device)
             probs = torch.softmax(model(x).float(), dim=1)
             if tta == "flip":
                 probs = (probs + torch.softmax(model(x.flip(3)).float(), dim=1)) / 2
             top = probs.topk(k, dim=1)
-            for row, (i, f, _) in enumerate(images):
+            for row, (i, f, _) in enumerate(pending):
                 idx = top.indices[row].tolist()
                 results[i] = Prediction(f, [classes[j] for j in idx], idx,
                                         [round(p, 6) for p in top.values[row].tolist()])
@@ -186,8 +183,7 @@ def predict_files(model: torch.nn.Module, meta: dict, files: Iterable[str], *, t
             pending.append((i, f, prepare_image(f, h, meta["mean"], meta["std"], crop_ratio)))
         except AttncnnError as err:
             results[i] = Failure(f, str(err))
-            pending.append((i, f, None))
-        if sum(x is not None for _, _, x in pending) >= batch_size:
+        if len(pending) >= batch_size:
             run_batch()
         while next_out in results:  # hand results out in input order, as soon as known
             yield results.pop(next_out)
