@@ -73,6 +73,12 @@ def test_float16_file_is_half_the_size_and_close(tmp_path):
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     tracked = [k for k in state if k.endswith("num_batches_tracked")]
     assert tracked and all(state[k].dtype == torch.int64 and state[k] == 1 for k in tracked)
+    from safetensors import safe_open
+
+    with safe_open(str(half), "pt") as f:  # parameters halved, BN statistics kept float32
+        assert f.get_tensor("fc.weight").dtype == torch.float16
+        assert f.get_tensor("stem.1.running_var").dtype == torch.float32
+        assert f.get_tensor("stem.1.num_batches_tracked").dtype == torch.int64
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         ref, out = model(x), rebuilt(x)
@@ -81,13 +87,17 @@ def test_float16_file_is_half_the_size_and_close(tmp_path):
     assert torch.equal(ref.argmax(1), out.argmax(1))
 
 
-def test_float16_refuses_values_it_cannot_hold(tmp_path):
+def test_float16_refuses_parameters_it_cannot_hold_but_keeps_large_bn_statistics(tmp_path):
     model = trained_like()
+    with torch.no_grad():
+        model.stem[1].running_var[0] = 4e5  # seen in a diverging run: kept as float32
+    rebuilt, _ = create_model_from_weights(save(tmp_path, model, dtype=torch.float16))
+    assert rebuilt.stem[1].running_var[0] == 4e5
     with torch.no_grad():
         model.fc.bias[0] = 1e6  # beyond float16's 65504
     with pytest.raises(AttncnnError, match="fc.bias does not fit in torch.float16"):
-        save(tmp_path, model, dtype=torch.float16)
-    assert not list(tmp_path.iterdir())  # nothing half-written
+        save(tmp_path, model, name="x.safetensors", dtype=torch.float16)
+    assert not (tmp_path / "x.safetensors").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("other, expected", [

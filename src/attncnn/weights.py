@@ -57,8 +57,8 @@ def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean
     mean, std: the per-channel normalisation (in [0, 1] units) the model was trained with.
     input_size: (3, H, W) the model expects.
     summary: training summary and metrics (plain JSON values), kept as is.
-    dtype: e.g. torch.float16 to halve the file; floating tensors are cast, integer ones
-        (BatchNorm's num_batches_tracked) are kept. Loading casts back to float32.
+    dtype: e.g. torch.float16 to halve the file: parameters are cast; buffers (BatchNorm
+        running statistics, num_batches_tracked) are kept as they are. Loading casts back.
     The file is written to a temporary name and renamed, so a crash never leaves half a file.
     """
     from safetensors.torch import save_file
@@ -96,10 +96,13 @@ def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean
     except TypeError as err:
         raise AttncnnError(f"save_weights: metadata is not plain JSON ({err})") from None
 
+    # Buffers (BatchNorm running statistics) stay float32: they are a few hundred numbers
+    # per layer, and a running variance can exceed float16's 65504 where weights never do.
+    buffers = {name for name, _ in model.named_buffers()}
     tensors = {}
     for key, value in model.state_dict().items():
         value = value.detach().to("cpu")
-        if dtype is not None and value.is_floating_point():
+        if dtype is not None and value.is_floating_point() and key not in buffers:
             cast = value.to(dtype)
             if not torch.isfinite(cast).all() and torch.isfinite(value).all():
                 raise AttncnnError(f"save_weights: {key} does not fit in {dtype} (largest |value| "
