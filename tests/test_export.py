@@ -89,7 +89,8 @@ def test_torchscript_carries_the_metadata(tmp_path):
                  mean=(0.5,) * 3, std=(0.25,) * 3, input_size=SIZE)
     out, _, _ = export_weights(path, "torchscript")
     extra = {"attncnn.json": ""}
-    torch.jit.load(str(out), _extra_files=extra)
+    with pytest.warns(DeprecationWarning):  # torch.jit is deprecated, still works in 2.13
+        torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["attncnn.json"])["classes"] == list("wxyz")
 
 

@@ -85,11 +85,11 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     model = _plain_model(model)
     example = torch.zeros(2, *input_size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example, check_trace=False)
     extra = {"attncnn.json": json.dumps(metadata)} if metadata is not None else {}
-    torch.jit.save(traced, str(path), _extra_files=extra)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files=extra)
     return path
 
 
@@ -102,7 +102,9 @@ def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
     if fmt == "torchscript":
-        return torch.jit.load(str(path), map_location="cpu")(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")(x)
     raise AttncnnError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
 
 
