@@ -1,0 +1,129 @@
+"""Run configs: YAML with `base:`, `--set` overrides, unknown keys and bad types refused."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from attncnn.engine.config import (Config, config_from_dict, config_to_dict, dump_config,
+                                   load_config)
+from attncnn.errors import AttncnnError
+from attncnn.models import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+# class counts of the sources whose data is not needed to build the model
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_typed_sections():
+    cfg = load_config(None)
+    assert isinstance(cfg, Config)
+    assert cfg.optim.lr == 0.1 and cfg.schedule.milestones == [100, 150]
+    assert cfg.data.batch_size == 128 and cfg.run.amp == "auto"
+
+
+def test_base_is_merged_and_the_child_wins(tmp_path):
+    write(tmp_path / "base" / "b.yaml", "optim: {lr: 0.1, momentum: 0.8}\n"
+          "run: {tags: {table: t1}}\nschedule: {epochs: 10}\n")
+    child = write(tmp_path / "exp" / "c.yaml", "base: ../base/b.yaml\noptim: {lr: 0.02}\n"
+                  "run: {tags: {row: r2}}\n")
+    cfg = load_config(child)
+    assert cfg.optim.lr == 0.02 and cfg.optim.momentum == 0.8 and cfg.schedule.epochs == 10
+    assert cfg.run.tags == {"table": "t1", "row": "r2"}
+
+
+def test_base_loop_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(AttncnnError, match="loop"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(None, ["optim.lr=0.05", "schedule.milestones=[3, 6]",
+                             "model.args={attention_placement: block}", "run.name=null",
+                             "run.amp=false", "optim.weight_decay=1"])
+    assert cfg.optim.lr == 0.05 and cfg.schedule.milestones == [3, 6]
+    assert cfg.model.args == {"attention_placement": "block"}
+    assert cfg.run.name is None and cfg.run.amp is False
+    assert cfg.optim.weight_decay == 1.0 and isinstance(cfg.optim.weight_decay, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=0.1", "unknown key 'optim.lrr'; did you mean 'optim.lr'"),
+    ("optimm.lr=0.1", "unknown key 'optimm'; did you mean 'optim'"),
+    ("lr=0.1", "did you mean 'optim.lr'"),
+])
+def test_unknown_keys_get_a_suggestion(override, message):
+    with pytest.raises(AttncnnError, match=message.replace("(", r"\(")) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path / "x.yaml", "schedule:\n  milestone: [1]\n")
+    with pytest.raises(AttncnnError, match=r"x\.yaml: unknown key 'schedule.milestone'; "
+                                           r"did you mean 'schedule.milestones'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=fast", "optim.lr must be a number, got 'fast'"),
+    ("schedule.epochs=2.5", "schedule.epochs must be an integer"),
+    ("schedule.epochs=true", "schedule.epochs must be an integer"),
+    ("optim.nesterov=1", "optim.nesterov must be true/false"),
+    ("schedule.milestones=[1, x]", "schedule.milestones must be list"),
+    ("run.amp=maybe", "run.amp must be auto, true or false"),
+    ("schedule.name=linear", "schedule.name must be 'step' or 'cosine'"),
+    ("data.batch_size=0", "data.batch_size must be >= 1"),
+    ("optim.lr=-1", "optim.lr must be > 0"),
+])
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(AttncnnError) as err:
+        load_config(None, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(AttncnnError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(AttncnnError, match="invalid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "optim: [lr: 1\n"))
+    with pytest.raises(AttncnnError, match="must look like section.key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(None, ["model.args={widths: [4, 8, 8]}", "run.tags={a: 1}"])
+    again = load_config(write(tmp_path / "c.yaml", dump_config(cfg)))
+    assert again == cfg
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
+def test_every_shipped_config_loads_and_builds_its_model(path):
+    cfg = load_config(path)
+    classes = NUM_CLASSES.get(cfg.data.name)
+    if cfg.data.name == "cifar100" and cfg.data.label_mode == "coarse":
+        classes = 20
+    with torch.device("meta"):  # shapes only
+        model = create_model(cfg.model.name, num_classes=classes, **cfg.model.args)
+    assert model.model_name == cfg.model.name
+
+
+def test_shipped_base_recipes_match_the_paper():
+    paper = load_config(ROOT / "configs/base/cifar_paper.yaml")
+    assert (paper.data.batch_size, paper.schedule.epochs, paper.optim.lr) == (128, 200, 0.1)
+    assert paper.schedule.milestones == [100, 150] and paper.optim.weight_decay == 1e-4
+    cosine = load_config(ROOT / "configs/base/cifar_cosine.yaml")
+    assert cosine.schedule.name == "cosine" and cosine.schedule.epochs == 200
+    imagenet = load_config(ROOT / "configs/base/imagenet_paper.yaml")
+    assert (imagenet.data.batch_size, imagenet.schedule.epochs) == (256, 90)
+    assert imagenet.schedule.milestones == [30, 60]

@@ -1,0 +1,135 @@
+"""Checkpoints: an interrupted-and-resumed run ends bit-identical to an uninterrupted one."""
+import os
+import signal
+
+import pytest
+import torch
+
+import attncnn.engine.train as train_module
+from attncnn.engine import checkpoint as ckpt
+from attncnn.engine.train import train
+from attncnn.errors import AttncnnError
+from engine_toy import one_thread, toy_config  # noqa: F401  (fixture)
+
+EPOCHS = 3  # 4 steps per epoch
+
+
+def final_state(run_dir):
+    return torch.load(run_dir / ckpt.LAST, weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def interrupt_at(monkeypatch, global_step, action):
+    """Run `action()` when the loop asks for the learning rate of `global_step`."""
+    real = train_module.lr_at
+
+    def lr_at(step, *args):
+        if step == global_step:
+            action()
+        return real(step, *args)
+
+    monkeypatch.setattr(train_module, "lr_at", lr_at)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash():
+    raise Crash()
+
+
+@pytest.fixture
+def reference(tmp_path, one_thread):
+    cfg = toy_config(tmp_path / "ref", schedule={"epochs": EPOCHS})
+    record = train(cfg, quiet=True)
+    assert record["status"] == "finished"
+    return record, final_state(tmp_path / "ref" / "toy")
+
+
+def test_resume_after_a_crash_mid_epoch_is_bit_identical(tmp_path, reference, monkeypatch):
+    ref_record, ref_state = reference
+    cfg = toy_config(tmp_path / "b", schedule={"epochs": EPOCHS},
+                     run={"checkpoint_every_steps": 3})
+    interrupt_at(monkeypatch, 7, crash)  # epoch 2, step 3: after the checkpoint at step 6
+    with pytest.raises(Crash):
+        train(cfg, quiet=True)
+    run_dir = tmp_path / "b" / "toy"
+    saved = final_state(run_dir)
+    assert (saved["epoch"], saved["step"]) == (1, 2)  # global step 6 = epoch 1, 2 steps done
+    monkeypatch.undo()
+    record = train(cfg, resume=run_dir, quiet=True)
+    assert record["status"] == "finished" and record["epochs_completed"] == EPOCHS
+    assert_same_weights(final_state(run_dir)["model"], ref_state["model"])
+    assert_same_weights(final_state(run_dir)["optimizer"]["state"][0],
+                        ref_state["optimizer"]["state"][0])
+    strip = ("epoch_time_s", "train_images_per_s")
+    assert [{k: v for k, v in h.items() if k not in strip} for h in record["history"]] == \
+        [{k: v for k, v in h.items() if k not in strip} for h in ref_record["history"]]
+
+
+def test_sigterm_saves_at_the_step_and_resume_is_bit_identical(tmp_path, reference, monkeypatch):
+    _, ref_state = reference
+    cfg = toy_config(tmp_path / "c", schedule={"epochs": EPOCHS})
+    interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    record = train(cfg, quiet=True)
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+    run_dir = tmp_path / "c" / "toy"
+    saved = final_state(run_dir)
+    assert (saved["epoch"], saved["step"]) == (1, 2)  # the signalled step was finished
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    monkeypatch.undo()
+    train(cfg, resume=run_dir, quiet=True)
+    assert_same_weights(final_state(run_dir)["model"], ref_state["model"])
+
+
+def test_checkpoints_hold_plain_values_and_keep_last_prev_best(tmp_path, one_thread):
+    train(toy_config(tmp_path, schedule={"epochs": 2}), quiet=True)
+    run_dir = tmp_path / "toy"
+    for name in (ckpt.LAST, ckpt.PREVIOUS, ckpt.BEST):
+        state = torch.load(run_dir / name, weights_only=True)  # no pickled code needed
+        assert state["format"] == ckpt.FORMAT and state["model_name"] == "attn_resnet20_cifar"
+    assert torch.load(run_dir / ckpt.LAST, weights_only=True)["epoch"] == 2
+    assert torch.load(run_dir / ckpt.PREVIOUS, weights_only=True)["epoch"] == 1
+    assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_a_damaged_last_falls_back_to_the_previous(tmp_path, one_thread):
+    train(toy_config(tmp_path, schedule={"epochs": 2}), quiet=True)
+    run_dir = tmp_path / "toy"
+    (run_dir / ckpt.LAST).write_bytes(b"not a checkpoint")
+    assert ckpt.find_resume_checkpoint(run_dir)["epoch"] == 1
+
+
+def test_a_checkpoint_of_another_model_is_a_one_line_error(tmp_path, one_thread):
+    train(toy_config(tmp_path, schedule={"epochs": 1}), quiet=True)
+    other = toy_config(tmp_path, model={"name": "se_resnet20_cifar"})
+    with pytest.raises(AttncnnError, match="holds attn_resnet20_cifar with 4 classes; this run "
+                                           "builds se_resnet20_cifar") as err:
+        train(other, resume=tmp_path / "toy", quiet=True)
+    assert "\n" not in str(err.value)
+    wider = toy_config(tmp_path, model={"args": {"depth": 8, "widths": [8, 8, 8]}})
+    with pytest.raises(AttncnnError, match="does not fit the model"):
+        train(wider, resume=tmp_path / "toy", quiet=True)
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, one_thread):
+    cfg = toy_config(tmp_path, schedule={"epochs": 1})
+    train(cfg, quiet=True)
+    with pytest.raises(AttncnnError, match="already holds a run; continue it with --resume"):
+        train(cfg, quiet=True)
+
+
+def test_loading_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"format": ckpt.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(AttncnnError, match="cannot load checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "evil.pt")
