@@ -185,3 +185,102 @@ def test_gradcam_of_a_resnet_equals_cam():
 def test_an_all_zero_map_becomes_uniform():
     d = to_distribution(torch.zeros(1, 2, 2), (4, 4))
     assert torch.allclose(d, torch.full((1, 4, 4), 1 / 16))
+
+
+# --- the command: PNGs, score table and JSON ------------------------------------------------
+
+def _boxes_source(cfg, split):
+    """12 noise images with one known box each, 3 classes."""
+    from attncnn.data.dataset import ArrayDataset
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor([[2.0, 3.0, 9.0, 12.0]]).repeat(12, 1)
+    return ArrayDataset(images, torch.arange(12) % 3, ["a", "b", "c"], boxes)
+
+
+@pytest.fixture
+def weights_files(tmp_path):
+    from attncnn.data.sources import register_source
+    from attncnn.weights import save_weights
+
+    register_source("explain-test-boxes")(_boxes_source)
+    paths = []
+    for kind in ("softmax", None):
+        model = small_model(kind, "stage")
+        for name, module in model.named_modules():
+            if isinstance(module, SpatialSoftmaxAttention):
+                nn.init.normal_(module.conv.weight)           # maps with a peak, not uniform
+        path = tmp_path / f"{kind}.safetensors"
+        save_weights(path, model, classes=["a", "b", "c"], mean=(0.5,) * 3, std=(0.25,) * 3,
+                     input_size=(3, 16, 16))
+        paths.append(str(path))
+    return paths
+
+
+def test_explain_command_writes_decodable_pngs_and_a_score_table(weights_files, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from attncnn.cli import main
+
+    out = tmp_path / "out"
+    argv = ["explain", "--weights", weights_files[0], "--weights", weights_files[1],
+            "--data", "explain-test-boxes", "--score", "--show", "10", "--out", str(out)]
+    assert main(argv) == 0
+    pngs = sorted(out.glob("explain_*.png"))
+    assert [p.name for p in pngs] == ["explain_01.png", "explain_02.png"]   # 8 rows + 2 rows
+    with Image.open(pngs[0]) as im:
+        im.load()
+        assert im.format == "PNG" and im.width > 300 and im.height > 300
+    report = json.loads((out / "scores.json").read_text())
+    assert report["num"] == 12 and report["tolerance"] == 1.0
+    attn, base = report["models"]
+    assert [r["name"] for r in attn["rows"]] == ["stages.0.1", "stages.1.1", "stages.2.1", "overall"]
+    assert [r["name"] for r in base["rows"]] == ["gradcam"]
+    for row in attn["rows"] + base["rows"]:
+        assert row["count"] == 12
+        assert row["chance"] == pytest.approx(7 * 9 / 256)
+        assert 0 <= row["mass"] <= 1 and 0 <= row["hit"] <= 1
+    printed = capsys.readouterr().out
+    assert "chance" in printed and "stages.2.1" in printed and "gradcam" in printed
+
+
+def test_explain_command_reads_image_folders(weights_files, tmp_path):
+    from PIL import Image
+
+    from attncnn.cli import main
+
+    folder = tmp_path / "pics" / "b"                         # a folder named after a class
+    folder.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (40, 30), (60 * i, 100, 200)).save(folder / f"{i}.png")
+    assert main(["explain", "--weights", weights_files[0], str(tmp_path / "pics"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "explain_01.png").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--weights FILE or --run RUN_DIR"),
+    (["--run", "no/such/run"], "no model.safetensors"),
+    (["--weights", "{w}", "--data", "explain-test-boxes", "--score", "pic.png"], "not both"),
+    (["--weights", "{w}", "missing.png"], "missing.png not found"),
+])
+def test_explain_command_errors_name_the_problem(weights_files, tmp_path, capsys, extra, message):
+    from attncnn.cli import main
+
+    argv = ["explain", "--out", str(tmp_path / "o")] + [a.replace("{w}", weights_files[0]) for a in extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_score_needs_boxes(weights_files, tmp_path, capsys):
+    from PIL import Image
+
+    from attncnn.cli import main
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "p.png")
+    assert main(["explain", "--weights", weights_files[0], str(tmp_path / "p.png"), "--score",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "needs object boxes" in capsys.readouterr().err
