@@ -89,7 +89,7 @@ def placement_of(model: nn.Module, name: str) -> str:
 
 def spatial_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) for every spatial attention module of `model`, in forward order."""
-    return [(n, m) for n, m in model.named_modules() if type(m) in SPATIAL_KINDS]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, tuple(SPATIAL_KINDS))]
 
 
 def gradcam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None
@@ -153,7 +153,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
         out = []
         for name, module in modules:
             raw = recorded[name]
-            kind = SPATIAL_KINDS[type(module)]
+            kind = next(k for cls, k in SPATIAL_KINDS.items() if isinstance(module, cls))
             placement = placement_of(model, name)
             if split_maps and raw.shape[1] > 1:
                 for m in range(raw.shape[1]):
@@ -219,9 +219,10 @@ class LocalisationMeter:
         self.sums: dict[str, dict] = {}
 
     def update(self, maps: list[AttentionMap], boxes: torch.Tensor) -> None:
+        boxes = boxes.cpu()
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])   # images with a box
         for a in maps:
-            scores = localisation(a.map[valid], boxes[valid], self.tolerance)
+            scores = localisation(a.map.cpu()[valid], boxes[valid], self.tolerance)
             row = self.sums.setdefault(a.name, {"name": a.name, "kind": a.kind,
                                                 "placement": a.placement, "count": 0,
                                                 **{f: 0.0 for f in self.FIELDS}})

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-maps", action="store_true",
                    help="multi-map softmax modules: one map each instead of their mean")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (default cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         correct, drawn, preds = 0, [], []
         for start in range(0, len(images), args.batch_size):
             sl = slice(start, start + args.batch_size)
-            x = _normalise(images[sl], m["meta"])
+            x = _normalise(images[sl], m["meta"]).to(args.device)
             with torch.no_grad():
-                pred = m["model"](x).argmax(1)
+                pred = m["model"](x).argmax(1).cpu()
             target = labels[sl] if args.target == "true" and labels is not None else pred
             maps = attention_maps(m["model"], x, target=target, split_maps=args.split_maps,
                                   gradcam_mode=args.gradcam, overall=True)
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             if boxes is not None:
                 meter.update(maps, boxes[sl])
             if start < show:
-                drawn.append([(a.name, a.map[: show - start]) for a in _pick(maps, args)])
+                drawn.append([(a.name, a.map[: show - start].cpu()) for a in _pick(maps, args)])
                 preds.append(pred[: show - start])
         m["rows"] = meter.rows()
         m["top1"] = 100.0 * correct / len(images) if labels is not None else None
@@ -127,8 +128,15 @@ def _pick(maps, args):
 
 
 def _load_models(args) -> list[dict]:
+    import torch
+
     from attncnn.errors import AttncnnError
     from attncnn.weights import create_model_from_weights
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise AttncnnError(f"unknown --device {args.device!r} (e.g. cpu, cuda, cuda:1)") from None
 
     paths = list(args.weights)
     for run_dir in args.run:
@@ -144,7 +152,7 @@ def _load_models(args) -> list[dict]:
             raise AttncnnError(f"weights file {path} not found")
     models = []
     for path in paths:
-        model, meta = create_model_from_weights(path)
+        model, meta = create_model_from_weights(path, device)
         models.append({"path": str(path), "model": model, "meta": meta, "label": meta["model"]})
     labels = [m["label"] for m in models]
     for m in models:                       # the same model twice: tell them apart by file
