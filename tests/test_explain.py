@@ -44,6 +44,22 @@ def test_maps_are_distributions_at_input_resolution(kind, placement):
     assert len({a.name for a in maps}) == len(maps)
 
 
+@pytest.mark.parametrize("name, overrides, size, count", [
+    ("attn_densenet_bc100_k12", dict(depth=16, growth=4), 16, 3),
+    ("cbam_densenet_bc100_k12", dict(depth=16, growth=4, attention_placement="end"), 16, 1),
+    ("se_densenet_bc100_k12", dict(depth=16, growth=4), 16, 0),
+    ("attn_resnet18", dict(attention_placement="stage"), 64, 4),
+])
+def test_every_backbone_family_gives_normalised_maps(name, overrides, size, count):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, **overrides)
+    maps = attention_maps(model, torch.randn(1, 3, size, size))
+    assert len(maps) == max(count, 1)                       # no spatial attention: Grad-CAM
+    for a in maps:
+        assert a.map.shape == (1, size, size)
+        assert torch.allclose(a.map.sum((1, 2)), torch.ones(1), atol=1e-5)
+
+
 def test_untrained_softmax_attention_is_uniform_and_raw_is_mean_one():
     # The softmax conv starts at zero: every map is uniform, raw weights are exactly 1.
     maps = attention_maps(small_model("softmax", "stage"), torch.randn(2, 3, 16, 16))
