@@ -1,11 +1,11 @@
 """Train a tiny digits model for `attncnn explain --score` (a stand-in for `attncnn train`).
 
-    PYTHONPATH=src python benchmarks/explain_train_digits.py MODEL STEPS OUT.safetensors [LR [OPTIONS]]
+    PYTHONPATH=src python benchmarks/explain_train_digits.py MODEL STEPS OUT.safetensors [LR [OVERRIDES]]
 
 A ResNet-8 (widths 8/16/32) of the registered family MODEL (e.g. attn_resnet20_cifar,
 resnet20_cifar) on the embedded digits train split: AdamW (weight decay 5e-4), one-cycle
-schedule peaking at LR (default 3e-3), batch 64, no augmentation, seed 0, one CPU thread. OPTIONS: JSON attention options, e.g.
-'{"mode": "residual"}'.
+schedule peaking at LR (default 3e-3), batch 64, no augmentation, seed 0, one CPU thread. OVERRIDES: JSON create_model arguments, e.g.
+'{"attention_placement": "end"}' or '{"attention_options": {"mode": "residual"}}'.
 Prints the digits test top-1 and writes a weights file. Used for the numbers in
 docs/explain.md; the engine's `attncnn train` is the real trainer.
 """
@@ -25,7 +25,7 @@ BATCH = 64
 SEED = 0
 
 
-def main(name: str, steps: int, out: str, lr: float = 3e-3, options: dict | None = None) -> None:
+def main(name: str, steps: int, out: str, lr: float = 3e-3, overrides: dict | None = None) -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(1)  # on a shared, loaded CPU one thread was ~10x faster than two
     train = load_split(DataConfig(name="digits"), "train")
@@ -36,8 +36,8 @@ def main(name: str, steps: int, out: str, lr: float = 3e-3, options: dict | None
     def normalise(u8):
         return (u8.float() / 255 - mean) / std
 
-    extra = {"attention_options": options} if options else {}
-    model = create_model(name, num_classes=10, depth=8, widths=(8, 16, 32), **extra)
+    args = {"depth": 8, "widths": (8, 16, 32), **(overrides or {})}
+    model = create_model(name, num_classes=10, **args)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     order = torch.Generator().manual_seed(SEED)

@@ -92,7 +92,8 @@ def draw_grid(path: Path, images: torch.Tensor, columns: list[dict], labels, box
             pred = column["classes"][column["pred"][i]]
             colour = "black" if true is None else ("green" if pred == true else "red")
             if i == 0:
-                ax.set_title(f"{column['label']}\n{column['names'][j]}", fontsize=8)
+                label = column["label"].replace(" (", "\n(")   # "model (file)" on two lines
+                ax.set_title(f"{label}\n{column['names'][j]}", fontsize=8)
             text = f"pred: {pred}"
             if boxes is not None:
                 inside = box_masks(boxes[i : i + 1], (h, w))[0]

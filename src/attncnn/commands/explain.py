@@ -246,15 +246,17 @@ def _normalise(images, meta: dict):
 
 def format_table(report: dict) -> str:
     """The score as a fixed-width table: one row per model and map."""
+    wm = max([5] + [len(m["label"]) for m in report["models"]])
+    wn = max([3] + [len(r["name"]) for m in report["models"] for r in m["rows"]])
     lines = [f"localisation on {report['data']} ({report['split']}, {report['num']} images; "
              f"pointing tolerance {report['tolerance']:g} px)",
-             f"{'model':30s} {'map':24s} {'kind':8s} {'top1':>6s} {'mass':>6s} {'chance':>6s} "
+             f"{'model':{wm}s} {'map':{wn}s} {'kind':8s} {'top1':>6s} {'mass':>6s} {'chance':>6s} "
              f"{'hit':>6s} {'chance':>6s}",
-             f"{'':30s} {'':24s} {'':8s} {'':>6s} {'in box':>6s} {'mass':>6s} "
+             f"{'':{wm}s} {'':{wn}s} {'':8s} {'':>6s} {'in box':>6s} {'mass':>6s} "
              f"{'rate':>6s} {'hit':>6s}"]
     for m in report["models"]:
         top1 = "-" if m["top1"] is None else f"{m['top1']:.1f}"
         for r in m["rows"]:
-            lines.append(f"{m['label'][:30]:30s} {r['name'][:24]:24s} {r['kind']:8s} {top1:>6s} "
+            lines.append(f"{m['label']:{wm}s} {r['name']:{wn}s} {r['kind']:8s} {top1:>6s} "
                          f"{r['mass']:6.3f} {r['chance']:6.3f} {r['hit']:6.3f} {r['chance_hit']:6.3f}")
     return "\n".join(lines)
