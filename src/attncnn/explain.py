@@ -52,7 +52,8 @@ class AttentionMap:
     map: float32 [B, H_in, W_in], >= 0, sums to 1 over pixels of each image.
     raw: what the module computed, at its resolution: softmax, the mean-1 weights
         [B, M, h, w] (all M maps; `map` is built from their mean unless split); CBAM, the
-        sigmoid map [B, 1, h, w]; Grad-CAM, ReLU(sum_c alpha_c A_c) [B, 1, h, w].
+        sigmoid map [B, 1, h, w]; Grad-CAM, ReLU(sum_c alpha_c A_c) [B, 1, h, w];
+        "overall", the same tensor as `map`.
     """
 
     name: str
@@ -100,7 +101,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     alpha_c = mean over positions of d score_k / d A_c, with k the predicted class (or
     `target` [B]); cam = ReLU(sum_c alpha_c A_c) [B, h, w]. For a model that ends in global
     average pooling and one linear layer (all of ours) this equals CAM: fc weight_k . A / (h*w).
-    Returns (cam [B, h, w], logits [B, K]). Parameter gradients are left untouched.
+    Returns (cam [B, h, w], logits [B, K]). Parameter gradients are left untouched; the model
+    runs in its current mode (`attention_maps` puts it in eval mode first).
     """
     if not hasattr(model, "forward_features"):
         raise AttncnnError(f"{type(model).__name__} has no forward_features: cannot compute Grad-CAM")
