@@ -1,0 +1,262 @@
+"""`attncnn explain`: where trained models look, as pictures and as a localisation score.
+
+    attncnn explain --weights attn.safetensors --weights base.safetensors --data digits --num 8
+    attncnn explain --run runs/attn --data digits --score          # table + JSON
+    attncnn explain --weights w.safetensors photo.jpg some/folder/
+
+Pictures: PNG grids, one row per image: the input (with the object's box where the data
+knows it), then for every model its attention maps (or Grad-CAM) as heat-map overlays on
+one shared colour scale, titled with the predicted and true class.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from pathlib import Path
+
+HELP = "show where models look (attention maps / Grad-CAM) and score it against object boxes"
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+ROWS_PER_PNG = 8
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="*", help="image files or folders to explain")
+    p.add_argument("--weights", action="append", default=[], metavar="FILE",
+                   help="a weights file (.safetensors); repeat to compare models side by side")
+    p.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
+                   help="a run directory (uses RUN_DIR/model.safetensors); repeatable")
+    p.add_argument("--data", metavar="NAME", help="explain samples of a data set, e.g. digits")
+    p.add_argument("--data-root", metavar="PATH", help="where the data set lives, if not its default")
+    p.add_argument("--split", default="test", help="data set split (default: test)")
+    p.add_argument("--num", type=int, default=None,
+                   help="samples of --data to use (default: 8, or the whole split with --score)")
+    p.add_argument("--seed", type=int, default=0, help="which samples: a seeded random choice")
+    p.add_argument("--show", type=int, default=8, help="images drawn into PNGs (default 8; 0: none)")
+    p.add_argument("--out", default="explain", metavar="DIR", help="output folder (default ./explain)")
+    p.add_argument("--score", action="store_true",
+                   help="score maps against the data's object boxes; print a table, write JSON")
+    p.add_argument("--tolerance", type=float, default=1.0,
+                   help="pointing game: pixels a peak may lie outside the box (default 1)")
+    p.add_argument("--gradcam", choices=["auto", "always", "never"], default="auto",
+                   help="Grad-CAM of the last stage: only for models without spatial attention "
+                        "(auto, default), for every model, or never")
+    p.add_argument("--target", choices=["predicted", "true"], default="predicted",
+                   help="the class Grad-CAM explains (default: the predicted one)")
+    p.add_argument("--modules", default="*", metavar="PATTERN",
+                   help="draw only maps whose module name matches (shell pattern)")
+    p.add_argument("--max-maps", type=int, default=5,
+                   help="maps drawn per model (default 5: 'overall' and the deepest modules)")
+    p.add_argument("--split-maps", action="store_true",
+                   help="multi-map softmax modules: one map each instead of their mean")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from attncnn.errors import AttncnnError
+    from attncnn.explain import LocalisationMeter, attention_maps
+
+    models = _load_models(args)
+    images, labels, boxes, classes, data_name = _load_inputs(args, models[0]["meta"])
+    if args.score and boxes is None:
+        raise AttncnnError(f"--score needs object boxes; {data_name} has none (try --data digits)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    show = min(args.show, len(images))
+    for m in models:
+        meter = LocalisationMeter(args.tolerance)
+        correct, drawn, preds = 0, [], []
+        for start in range(0, len(images), args.batch_size):
+            sl = slice(start, start + args.batch_size)
+            x = _normalise(images[sl], m["meta"]).to(args.device)
+            with torch.no_grad():
+                pred = m["model"](x).argmax(1).cpu()
+            target = labels[sl] if args.target == "true" and labels is not None else pred
+            maps = attention_maps(m["model"], x, target=target, split_maps=args.split_maps,
+                                  gradcam_mode=args.gradcam, overall=True)
+            if labels is not None:
+                correct += int((pred == labels[sl]).sum())
+            if boxes is not None:
+                meter.update(maps, boxes[sl])
+            if start < show:
+                drawn.append([(a.name, a.map[: show - start].cpu()) for a in _pick(maps, args)])
+                preds.append(pred[: show - start])
+        m["rows"] = meter.rows()
+        m["top1"] = 100.0 * correct / len(images) if labels is not None else None
+        if show:
+            m["column"] = {"label": m["label"], "classes": m["meta"]["classes"],
+                           "names": [name for name, _ in drawn[0]],
+                           "maps": [torch.cat([d[i][1] for d in drawn]) for i in range(len(drawn[0]))],
+                           "pred": torch.cat(preds).tolist()}
+
+    if show:
+        from attncnn.explain_plot import save_grids
+
+        paths = save_grids(out, images[:show], [m["column"] for m in models],
+                           None if labels is None else labels[:show].tolist(),
+                           None if boxes is None else boxes[:show], classes, ROWS_PER_PNG)
+        for path in paths:
+            print(f"wrote {path}")
+    if args.score:
+        report = {
+            "data": data_name, "split": args.split if args.data else None, "num": len(images),
+            "seed": args.seed, "tolerance": args.tolerance, "gradcam": args.gradcam,
+            "target": args.target,
+            "models": [{"label": m["label"], "weights": m["path"], "model": m["meta"].get("model"),
+                        "top1": m["top1"], "rows": m["rows"]} for m in models],
+        }
+        print(format_table(report))
+        path = out / "scores.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _pick(maps, args):
+    """The maps to draw: those matching --modules, at most --max-maps: 'overall' and Grad-CAM
+    always, the deepest modules in the room left (in forward order)."""
+    chosen = [a for a in maps if fnmatch.fnmatchcase(a.name, args.modules)]
+    special = [a for a in chosen if a.name in ("overall", "gradcam")]
+    modules = [a for a in chosen if a.name not in ("overall", "gradcam")]
+    room = max(args.max_maps - len(special), 0)
+    return (modules[-room:] if room else []) + special
+
+
+def _load_models(args) -> list[dict]:
+    import torch
+
+    from attncnn.errors import AttncnnError
+    from attncnn.weights import create_model_from_weights
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise AttncnnError(f"unknown --device {args.device!r} (e.g. cpu, cuda, cuda:1)") from None
+
+    paths = list(args.weights)
+    for run_dir in args.run:
+        path = Path(run_dir) / "model.safetensors"
+        if not path.is_file():
+            raise AttncnnError(f"{run_dir}: no model.safetensors in the run directory "
+                               "(is the run finished? pass --weights FILE instead)")
+        paths.append(str(path))
+    if not paths:
+        raise AttncnnError("say which model to explain: --weights FILE or --run RUN_DIR")
+    for path in paths:
+        if not Path(path).is_file():
+            raise AttncnnError(f"weights file {path} not found")
+    models = []
+    for path in paths:
+        model, meta = create_model_from_weights(path, device)
+        models.append({"path": str(path), "model": model, "meta": meta, "label": meta["model"]})
+    labels = [m["label"] for m in models]
+    for m in models:                       # the same model twice: tell them apart by file
+        if labels.count(m["label"]) > 1:
+            m["label"] = f"{m['label']} ({Path(m['path']).stem})"
+    first = models[0]["meta"]
+    for m in models[1:]:
+        if list(m["meta"]["input_size"]) != list(first["input_size"]):
+            raise AttncnnError(f"{m['path']}: input size {m['meta']['input_size']} differs from "
+                               f"{models[0]['path']}'s {first['input_size']}; explain them apart")
+    return models
+
+
+def _load_inputs(args, meta: dict):
+    """uint8 images [N, 3, H, W] at the model's input size, labels [N] or None, boxes [N, 4] or
+    None, class names of the labels, and a name for the inputs."""
+    import torch
+
+    from attncnn.errors import AttncnnError
+
+    if bool(args.data) == bool(args.images):
+        raise AttncnnError("give images (files or folders) or --data NAME, not both or neither")
+    if args.data:
+        from attncnn.data.config import DataConfig
+        from attncnn.data.sources import load_split
+
+        data = load_split(DataConfig(name=args.data, root=args.data_root), args.split)
+        num = args.num if args.num is not None else (len(data) if args.score else 8)
+        if num < 1:
+            raise AttncnnError(f"--num must be >= 1, got {num}")
+        index = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))
+        data = data.subset(index[:num].sort().values)
+        size = tuple(meta["input_size"][1:])
+        if tuple(data.images.shape[2:]) != size:
+            raise AttncnnError(f"{args.data} images are {tuple(data.images.shape[2:])} px; "
+                               f"the model takes {size}")
+        return data.images, data.labels, data.boxes, list(data.classes), data.name or args.data
+    files = _image_files(args.images)
+    images = torch.stack([_read_image(f, meta["input_size"]) for f in files])
+    classes = list(meta["classes"])
+    # A folder per class (ImageNet layout): the parent folder's name is the true class.
+    parents = [f.parent.name for f in files]
+    labels = None
+    if all(p in classes for p in parents):
+        labels = torch.tensor([classes.index(p) for p in parents])
+    return images, labels, None, classes, f"{len(files)} image file(s)"
+
+
+def _image_files(items: list[str]) -> list[Path]:
+    from attncnn.errors import AttncnnError
+
+    files = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise AttncnnError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise AttncnnError(f"image {path} not found")
+    return files
+
+
+def _read_image(path: Path, input_size):
+    """uint8 [3, H, W]: the file decoded as RGB and resized to the model's input size."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from attncnn.errors import AttncnnError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((input_size[2], input_size[1]), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError) as err:
+        raise AttncnnError(f"cannot read image {path} ({err})") from None
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+def _normalise(images, meta: dict):
+    """uint8 [B, 3, H, W] -> float with the model's mean/std."""
+    import torch
+
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def format_table(report: dict) -> str:
+    """The score as a fixed-width table: one row per model and map."""
+    wm = max([5] + [len(m["label"]) for m in report["models"]])
+    wn = max([3] + [len(r["name"]) for m in report["models"] for r in m["rows"]])
+    lines = [f"localisation on {report['data']} ({report['split']}, {report['num']} images; "
+             f"pointing tolerance {report['tolerance']:g} px)",
+             f"{'model':{wm}s} {'map':{wn}s} {'kind':8s} {'top1':>6s} {'mass':>6s} {'chance':>6s} "
+             f"{'hit':>6s} {'chance':>6s}",
+             f"{'':{wm}s} {'':{wn}s} {'':8s} {'':>6s} {'in box':>6s} {'mass':>6s} "
+             f"{'rate':>6s} {'hit':>6s}"]
+    for m in report["models"]:
+        top1 = "-" if m["top1"] is None else f"{m['top1']:.1f}"
+        for r in m["rows"]:
+            lines.append(f"{m['label']:{wm}s} {r['name']:{wn}s} {r['kind']:8s} {top1:>6s} "
+                         f"{r['mass']:6.3f} {r['chance']:6.3f} {r['hit']:6.3f} {r['chance_hit']:6.3f}")
+    return "\n".join(lines)
