@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
+from attncnn.fastpath import make_infer_step, make_optimizer, make_train_step
 from attncnn.models import count_macs, count_params, create_model, get_spec
 
 SCHEMA = "attncnn.bench/1"
@@ -76,34 +76,6 @@ def resolve_device(name: str) -> torch.device:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def make_optimizer(model: nn.Module, device: torch.device, lr: float = 0.1,
-                   weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; the fused kernel on CUDA (one launch for all parameters)."""
-    fused = device.type == "cuda"
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                           weight_decay=weight_decay, fused=fused or None)
-
-
-def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                    amp: bool, label_smoothing: float = 0.0) -> Callable:
-    """step(x, y) -> loss tensor (detached, still on the device: reading it would sync)."""
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
-
-
-def make_infer_step(model: nn.Module, device: torch.device, amp: bool) -> Callable:
-    def step(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return model(x)
-    return step
 
 
 class PeakMemory:
@@ -254,6 +226,7 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
     if baseline not in names:
         names = [baseline, *names]
     device = resolve_device(settings.device)
+    env = environment(device)  # before timing: the commit that ran, not one made meanwhile
     subjects = [_Subject(name, settings, device) for name in names]
     phases = [p for p in ("train", "infer") if getattr(settings, p)]
     for phase in phases:
@@ -292,7 +265,7 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "settings": asdict(settings),
         "baseline": baseline,
-        "env": environment(device),
+        "env": env,
         "models": rows,
     }
 
