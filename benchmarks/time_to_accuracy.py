@@ -7,8 +7,8 @@ beside airbench, in one command, on the same GPU and the same decoded images.
     PYTHONPATH=src python benchmarks/time_to_accuracy.py --smoke     # CPU, tiny, end to end
 
 Needs a CUDA GPU (on a machine without one it says so in one line and exits 2), except with
---smoke, which runs a few steps of both on a few hundred images on the CPU to show the script
-works end to end (its accuracies mean nothing).
+--smoke, which runs a few steps of both (narrow nets, 120 images, fp32) on the CPU to show the script
+works end to end (its accuracies and times mean nothing).
 
 Our recipe (`RECIPE`, docs/bench.md): attn_resnet9 (ResNet-9 of "How to train your
 ResNet" with the paper's spatial softmax attention after each stage), batch 512, SGD Nesterov
@@ -35,7 +35,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from unittest import mock
 
@@ -71,6 +71,7 @@ class Recipe:
     compile: bool = True
     compile_mode: str | None = None
     flip_tta: bool = True
+    model_args: dict = field(default_factory=dict)  # create_model overrides (smoke: width)
 
 
 RECIPE = Recipe()
@@ -83,7 +84,7 @@ def load_data(path: Path, smoke: bool) -> tuple[ArrayDataset, ArrayDataset]:
     cfg = DataConfig(name="folder", root=str(path))
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     if smoke:  # a few images per class, so a CPU can run the whole script
-        train, test = _per_class(train, 32), _per_class(test, 10)
+        train, test = _per_class(train, 12), _per_class(test, 4)
     return train, test
 
 
@@ -95,7 +96,7 @@ def _per_class(data: ArrayDataset, k: int) -> ArrayDataset:
 # ---------------------------------------------------------------- ours
 
 def build_ours(recipe: Recipe, device: torch.device, num_classes: int):
-    model = create_model(recipe.model, num_classes=num_classes).to(device)
+    model = create_model(recipe.model, num_classes=num_classes, **recipe.model_args).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run = torch.compile(model, mode=recipe.compile_mode) if recipe.compile else model
@@ -202,7 +203,7 @@ def train_airbench(ab, epochs: float, device: torch.device, workdir: Path,
 
 
 def _ab_batch(hyp: dict, smoke: bool) -> int:
-    return 64 if smoke else hyp["opt"]["batch_size"]
+    return 16 if smoke else hyp["opt"]["batch_size"]
 
 
 def warm_up_airbench(ab, device, workdir: Path, smoke: bool) -> float:
@@ -224,7 +225,8 @@ def _chdir(path: Path):
 @contextlib.contextmanager
 def airbench_on_cpu(ab):
     """--smoke only: airbench hard-codes CUDA (`net.cuda()`, CUDA events, loaders on GPU 0);
-    map those to the CPU so its real training code runs a few steps here."""
+    map those to the CPU, and narrow its net (base width 8), so its real training code runs
+    a few steps here."""
     class CpuEvent:
         def __init__(self, *a, **k):
             self.t = 0.0
@@ -243,6 +245,7 @@ def airbench_on_cpu(ab):
             super().__init__(*args, **kwargs)
 
     with mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self), \
+            mock.patch.dict(ab.lib_airbench94.hyp["net"], {"base_width": 8}), \
             mock.patch.object(torch.cuda, "Event", CpuEvent), \
             mock.patch.object(torch.cuda, "synchronize", lambda *a, **k: None), \
             mock.patch.object(ab.utils, "CifarLoader", CpuLoader):
@@ -286,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
-                   help="CPU, ~300 images, a few steps of both: proves the script, measures nothing")
-    p.add_argument("--out", default=None, help="results JSON (default results/time_to_accuracy-*.json)")
+                   help="CPU, 120 images, narrow nets, a few steps of both: proves the script "
+                        "runs end to end, measures nothing")
+    p.add_argument("--out", default=None, help="results JSON (default results/time_to_accuracy-"
+                   "<time>.json; with --smoke runs/...)")
     args = p.parse_args(argv)
 
     if args.smoke:
@@ -300,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                   "use --smoke for a CPU check of the script", file=sys.stderr)
             return 2
         torch.backends.cudnn.benchmark = True
-    recipe = Recipe(compile=not args.no_compile and not args.smoke,
-                    compile_mode=args.compile_mode,
-                    batch_size=64 if args.smoke else RECIPE.batch_size)
+    recipe = Recipe(compile=not args.no_compile, compile_mode=args.compile_mode)
+    if args.smoke:  # fp32 (CPUs without bf16 units crawl under autocast), eager, narrow
+        recipe = Recipe(batch_size=16, amp=False, compile=False, model_args={"width": 8})
     data_path = Path(args.data)
     if not data_path.exists():
         print(f"time_to_accuracy: data not found: {data_path}", file=sys.stderr)
@@ -345,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  airbench {_fmt(result['airbench'])}")
     if result["ratio_ours_over_airbench"]:
         print(f"  ours / airbench wall time = {result['ratio_ours_over_airbench']:.2f}")
-    out = Path(args.out) if args.out else ROOT / "results" / (
+    # a smoke run's file goes to the git-ignored runs/: it is no result
+    out = Path(args.out) if args.out else ROOT / ("runs" if args.smoke else "results") / (
         f"time_to_accuracy-{'smoke-' if args.smoke else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -339,7 +339,7 @@ def _speed(phase: dict | None) -> str:
     if not phase:
         return f"{'-':>19s}"
     ips = phase["images_per_s"]
-    return f"{ips['median']:8.1f} [{ips['min']:.0f}-{ips['max']:.0f}]".rjust(19)
+    return f"{ips['median']:.4g} [{ips['min']:.3g}-{ips['max']:.3g}]".rjust(19)
 
 
 def _ratio(value: float | None) -> str:
