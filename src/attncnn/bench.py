@@ -256,8 +256,10 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
     base = next(r for r in rows if r["name"] == baseline)
     for row in rows:
         for phase in phases:
-            row[f"{phase}_step_ratio"] = (row[phase]["step_time_ms"]["median"]
-                                          / base[phase]["step_time_ms"]["median"])
+            # window k of every model ran in the same round: compare within rounds, then
+            # take the median, so a slow round does not tilt the ratio
+            pairs = [a / b for a, b in zip(row[phase]["windows_ms"], base[phase]["windows_ms"])]
+            row[f"{phase}_step_ratio"] = statistics.median(pairs)
         row["macs_ratio"] = row["macs"] / base["macs"]
         row["params_ratio"] = row["params"] / base["params"]
     return {
