@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from attncnn.bench import SCHEMA, BenchSettings, PeakMemory, bench_models
+from attncnn.bench import SCHEMA, BenchSettings, PeakMemory, bench_models, format_table
 from attncnn.cli import main
 from attncnn.errors import AttncnnError
 
@@ -35,9 +35,9 @@ def _check_phase(phase: dict, windows: int):
 def test_bench_command_writes_documented_json(tmp_path, capsys):
     out = tmp_path / "sub" / "bench.json"
     assert main(["bench", "resnet20_cifar", "attn_resnet20_cifar", *TINY, "--image-size", "16",
-                 "--baseline", "attn_resnet20_cifar", "--json", str(out)]) == 0
+                 "--markdown", "--baseline", "attn_resnet20_cifar", "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "resnet20_cifar" in table and "attn_resnet20_cifar" in table
+    assert "| `resnet20_cifar` | 16 |" in table and "| `attn_resnet20_cifar` | 16 |" in table
     report = json.loads(out.read_text())
     assert report["schema"] == SCHEMA
     assert report["baseline"] == "attn_resnet20_cifar"
@@ -68,6 +68,9 @@ def test_baseline_not_listed_is_benched_first():
                           baseline="se_resnet20_cifar")
     assert [r["name"] for r in report["models"]] == ["se_resnet20_cifar", "resnet20_cifar"]
     assert "infer" not in report["models"][0] and "train" in report["models"][0]
+    lines = format_table(report).splitlines()
+    assert "ratios vs se_resnet20_cifar" in lines[0]
+    assert [line.split()[0] for line in lines[2:]] == ["se_resnet20_cifar", "resnet20_cifar"]
 
 
 def test_unknown_model_fails_before_timing(capsys):

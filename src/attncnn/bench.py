@@ -337,6 +337,27 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict) -> str:
+    """The report as a Markdown table (for docs), one row per model."""
+    lines = ["| model | px | params | MACs | train img/s (median [min-max]) | train step ratio "
+             "| infer img/s | infer step ratio | train peak mem |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["models"]:
+        cells = [f"`{r['name']}`", str(r["input_size"][1]), f"{r['params'] / 1e6:.3f}M",
+                 f"{r['macs'] / 1e9:.3f}G"]
+        for phase in ("train", "infer"):
+            if phase in r:
+                ips = r[phase]["images_per_s"]
+                cells += [f"{ips['median']:.3g} [{ips['min']:.3g}-{ips['max']:.3g}]",
+                          f"{r[f'{phase}_step_ratio']:.2f}"]
+            else:
+                cells += ["-", "-"]
+        mem = r.get("train", {}).get("peak_mem_bytes")
+        cells.append("-" if mem is None else f"{mem / 2**20:.0f} MiB")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _speed(phase: dict | None) -> str:
     if not phase:
         return f"{'-':>19s}"

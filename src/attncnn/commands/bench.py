@@ -28,12 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from attncnn.bench import BenchSettings, bench_models, format_table
+    from attncnn.bench import BenchSettings, bench_models, format_markdown, format_table
     from attncnn.errors import AttncnnError
 
     for flag in ("batch_size", "steps", "windows"):
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     report = bench_models(args.models, settings, baseline=args.baseline,
                           progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
     report["argv"] = ["attncnn", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None
-    print(format_table(report))
+    print(format_markdown(report) if args.markdown else format_table(report))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
