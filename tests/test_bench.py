@@ -95,3 +95,12 @@ def test_peak_memory_sees_a_large_allocation():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         del block
     assert mem.bytes >= 32 * 2**20  # coarse: RSS, but 64 MiB cannot hide
+
+
+def test_peak_memory_grown_counts_what_stays():
+    import torch
+
+    with PeakMemory(torch.device("cpu")) as mem:
+        kept = torch.ones(64 * 2**20 // 4)
+    assert mem.grown >= 32 * 2**20 and mem.bytes >= mem.grown - 2**20
+    del kept

@@ -14,9 +14,9 @@ What one measurement is (see docs/bench.md for the JSON fields):
   `torch.cuda.synchronize()` on GPU and nothing inside it waits for the device (no `.item()`),
   so the figure is the device's throughput. The median window is the headline; min and max
   show the spread.
-- peak memory: the peak during a model's warm-up steps (train, then inference) above the
-  level just before that model was built, so its weights, gradients, optimizer state and
-  activations count and other models' do not. On CUDA from `torch.cuda.max_memory_allocated`
+- peak memory: the model's own weights (what its build added) plus the peak during its
+  warm-up steps (train, then inference) above the level just before them, so its weights,
+  gradients, optimizer state and activations count and other models' do not. On CUDA from `torch.cuda.max_memory_allocated`
   (tensors only; the caching allocator's reserve is excluded). On CPU from the process's
   peak resident set (VmHWM, reset through /proc/self/clear_refs where Linux allows; else the
   lifetime peak `ru_maxrss`, so only growth above every earlier peak shows): it counts all
@@ -79,28 +79,26 @@ def synchronize(device: torch.device) -> None:
 
 
 class PeakMemory:
-    """Peak memory of a phase above a floor: `with PeakMemory(device) as m: ...; m.bytes`.
+    """Memory of a phase: `with PeakMemory(device) as m: ...`, then `m.bytes` is the peak
+    above the level on entry and `m.grown` the level on exit minus the level on entry."""
 
-    floor: the level to measure from (default: the level on entry); `start` is that level,
-    to hand on as the floor of a later phase.
-    """
-
-    def __init__(self, device: torch.device, floor: int | None = None):
+    def __init__(self, device: torch.device):
         self.device = device
-        self.floor = floor
         self.bytes: int | None = None
+        self.grown: int | None = None
         self.method = "cuda.max_memory_allocated" if device.type == "cuda" else "rss_hwm_delta"
+
+    def _level(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        return _rss_bytes() if self.method == "rss_hwm_delta" else _maxrss_bytes()
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            if not _reset_rss_peak():
-                self.method = "ru_maxrss_delta"
-            self.start = _rss_bytes() if self.method == "rss_hwm_delta" else _maxrss_bytes()
-        if self.floor is None:
-            self.floor = self.start
+        elif not _reset_rss_peak():
+            self.method = "ru_maxrss_delta"
+        self.start = self._level()
         return self
 
     def __exit__(self, *exc):
@@ -110,7 +108,8 @@ class PeakMemory:
             peak = _status_kb("VmHWM") * 1024
         else:
             peak = _maxrss_bytes()
-        self.bytes = max(0, int(peak) - self.floor)
+        self.bytes = max(0, int(peak) - self.start)
+        self.grown = max(0, self._level() - self.start)
         return False
 
 
@@ -172,9 +171,9 @@ class _Subject:
         self.name, self.device = name, device
         torch.manual_seed(settings.seed)
         self.size = input_size(name, settings)
-        with PeakMemory(device) as mem:  # the build is inside: weights count, others' don't
+        with PeakMemory(device) as mem:
             self.model = build_model(name, settings, device)
-        self.mem_floor = mem.start
+        self.own_bytes = mem.grown  # its weights: counted in its own phases only
         num_classes = self.model.model_args.get("num_classes", 10)
         self.x = torch.randn(settings.batch_size, *self.size, device=device)
         if settings.channels_last:
@@ -194,12 +193,13 @@ class _Subject:
         return make_infer_step(self.run, self.device, amp)
 
     def warm_up(self, phase: str, step: Callable, warmup: int) -> None:
-        """Untimed steps (at least one), inside the memory measurement of the phase."""
-        with PeakMemory(self.device, floor=self.mem_floor) as mem:
+        """Untimed steps (at least one), inside the memory measurement of the phase: its peak
+        above the level before, plus the model's own weights (already resident)."""
+        with PeakMemory(self.device) as mem:
             for _ in range(max(1, warmup)):
                 step(self.x, self.y)
             synchronize(self.device)
-        self.peak[phase] = (mem.bytes, mem.method)
+        self.peak[phase] = (mem.bytes + self.own_bytes, mem.method)
 
     def time_window(self, phase: str, step: Callable, steps: int) -> None:
         """Time `steps` steps; keep seconds per step under `phase`."""
