@@ -227,6 +227,8 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
         names = [baseline, *names]
     device = resolve_device(settings.device)
     env = environment(device)  # before timing: the commit that ran, not one made meanwhile
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # autotuned in the warm-up, as training would
     subjects = [_Subject(name, settings, device) for name in names]
     phases = [p for p in ("train", "infer") if getattr(settings, p)]
     for phase in phases:
