@@ -83,6 +83,7 @@ def make_step(model):
 
 
 def main() -> None:
+    from attncnn.bench import git_state
     from attncnn.models import count_params, create_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -113,9 +114,11 @@ def main() -> None:
                 step(x, y)
             times[k].append(args.batch_size * args.steps / (time.perf_counter() - start))
 
+    commit, dirty = git_state()
     print(f"resnet{args.depth}_cifar training throughput, CPU fp32 eager, batch {args.batch_size}, "
           f"{args.threads} thread(s), {args.windows} windows x {args.steps} steps after "
-          f"{args.warmup} warm-up, torch {torch.__version__}, params {counts['ours']}")
+          f"{args.warmup} warm-up, torch {torch.__version__}, params {counts['ours']}, "
+          f"commit {(commit or '?')[:7]}{' (dirty)' if dirty else ''}")
     for k, ips in times.items():
         print(f"  {k:10s} {statistics.median(ips):8.1f} images/s  [{min(ips):.1f} - {max(ips):.1f}]")
     # the ratio of each pair of neighbouring windows, then the median: robust to load drift
