@@ -17,6 +17,7 @@ from torch import nn
 from attncnn.errors import AttncnnError, UnknownModelError
 from attncnn.models.densenet import DenseNetBC
 from attncnn.models.resnet import ResNet
+from attncnn.models.resnet9 import ResNet9
 from attncnn.models.resnet_cifar import CifarResNet
 
 
@@ -88,6 +89,8 @@ def _register_family(backbone: str, builder, family: str, input_size, **defaults
 for _depth in (20, 32, 44, 56, 110):
     _register_family(f"resnet{_depth}_cifar", CifarResNet, "cifar-resnet", (3, 32, 32),
                      depth=_depth, num_classes=10)
+# The fast-training net of benchmarks/time_to_accuracy.py; the paper's attention after each stage.
+_register_family("resnet9", ResNet9, "resnet9", (3, 32, 32), num_classes=10)
 _register_family("densenet_bc100_k12", DenseNetBC, "densenet-bc", (3, 32, 32),
                  depth=100, growth=12, num_classes=10)
 for _depth in (18, 34, 50, 101):
