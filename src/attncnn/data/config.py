@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class DataConfig:
     name: str = "digits"            # a registered source: digits, cifar10, cifar100, folder, imagenet
     root: str | None = None         # file or folder of the data (None: the source's default)
+    display_name: str | None = None # how results name the data (None: the source's own name)
     train_split: str = "train"
     eval_split: str = "test"        # "val" holds out `val_fraction` of train instead
     val_fraction: float = 0.0       # share of train held out as "val" (stratified, seeded)
@@ -21,4 +22,5 @@ class DataConfig:
     cache_dir: str | None = None    # decoded-tensor cache (default ~/.cache/attncnn)
     skip_corrupt: bool = False      # skip (and count) corrupt images instead of failing
     download: bool = False          # fetch official CIFAR archives when online
+    label_mode: str = "fine"        # cifar100: fine (100 classes) | coarse (20 superclasses)
     seed: int = 0                   # data order and augmentation

@@ -1,0 +1,138 @@
+"""Checkpoints: atomic writes, exact resume, safe loading.
+
+A checkpoint is a dict of tensors and plain Python values only, so it always loads with
+`torch.load(weights_only=True)` (no pickled code runs). It holds everything a run needs to
+continue exactly where it stopped: model and optimiser state, the position (epoch, step
+within the epoch: the data order is a function of (seed, epoch, step)), the partial train
+metrics of the epoch, and every random generator (python, numpy, torch CPU and CUDA).
+
+Files in a run directory:
+    last.pt       the newest checkpoint (end of an epoch, every N steps, or at a stop)
+    last.prev.pt  the one before it: the fallback if last.pt is damaged
+    best.pt       the checkpoint of the best evaluated epoch (information only)
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attncnn.errors import AttncnnError
+
+FORMAT = "attncnn.checkpoint/1"
+LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temp file in the same directory, fsync, then os.replace: a reader
+    (or a crash) sees either the old file or the complete new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_last(state: dict, run_dir: str | Path) -> Path:
+    """Write `state` as last.pt, keeping the previous last.pt as last.prev.pt."""
+    run_dir = Path(run_dir)
+    last = run_dir / LAST
+    if last.exists():
+        os.replace(last, run_dir / PREVIOUS)
+    atomic_save(state, last)
+    return last
+
+
+def save_best(state: dict, run_dir: str | Path) -> Path:
+    path = Path(run_dir) / BEST
+    atomic_save(state, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint file, loaded safely (weights_only=True), or a one-line AttncnnError."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise AttncnnError(f"checkpoint not found: {path}") from None
+    except Exception as err:  # truncated, corrupt, or not a plain-values checkpoint
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttncnnError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise AttncnnError(f"{path} is not an attncnn training checkpoint")
+    return state
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> dict:
+    """The newest loadable checkpoint of `run_dir`: last.pt, else last.prev.pt."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AttncnnError(f"cannot resume: run directory {run_dir} does not exist")
+    errors = []
+    for name in (LAST, PREVIOUS):
+        if (run_dir / name).exists():
+            try:
+                return load_checkpoint(run_dir / name)
+            except AttncnnError as err:
+                errors.append(str(err))
+    why = f" ({'; '.join(errors)})" if errors else ""
+    raise AttncnnError(f"cannot resume: no usable checkpoint in {run_dir}{why}")
+
+
+def check_compatible(state: dict, model_name: str, num_classes: int, source: str) -> None:
+    """Refuse a checkpoint of another model or class count, in one line."""
+    if state.get("model_name") != model_name or state.get("num_classes") != num_classes:
+        raise AttncnnError(
+            f"{source} holds {state.get('model_name')} with {state.get('num_classes')} classes; "
+            f"this run builds {model_name} with {num_classes} classes"
+        )
+
+
+def rng_state() -> dict:
+    """Every generator a run may draw from, as tensors and plain values."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "python": [version, list(py_state), py_gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos),
+                  int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)

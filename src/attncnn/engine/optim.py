@@ -1,0 +1,70 @@
+"""The recipe's optimiser, learning-rate schedule and loss.
+
+The schedule is a pure function of the global step (`lr_at`), set on the optimiser before
+every step: there is no scheduler object whose state a checkpoint must carry, and a
+resumed run gets exactly the learning rates an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from attncnn.engine.config import OptimConfig, ScheduleConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """One group with decay; with `no_decay_norm_bias`, a second (decay 0) holding every
+    bias and every normalisation weight (1-d parameters), as in Goyal et al. 2017."""
+    if not no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad],
+                 "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool = False) -> torch.optim.SGD:
+    """SGD with momentum (optionally Nesterov); `fused` (CUDA) runs the update as one kernel."""
+    groups = parameter_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+    extra = {"fused": True} if fused else {}
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay, **extra)
+
+
+def lr_at(step: int, steps_per_epoch: int, base_lr: float, cfg: ScheduleConfig) -> float:
+    """Learning rate for global step `step` (0-based) of a run of `cfg.epochs` epochs.
+
+    step:   base_lr * gamma ** (milestones passed), changing at epoch boundaries as in the paper.
+    cosine: base_lr * (1 + cos(pi * t)) / 2, t going 0 -> 1 per step over the steps after
+            the warm-up.
+    warm-up (both): the first `warmup_epochs * steps_per_epoch` steps ramp linearly from
+            base_lr / W to base_lr (step k gets (k + 1) / W of the scheduled rate).
+    """
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if cfg.name == "step":
+        epoch = step // steps_per_epoch
+        lr = base_lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    elif cfg.name == "cosine":
+        t = (step - warmup) / max(1, total - warmup)
+        lr = base_lr * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+    else:
+        raise ValueError(f"unknown schedule {cfg.name!r}")
+    if step < warmup:
+        lr *= (step + 1) / warmup
+    return lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_loss(cfg: OptimConfig) -> nn.Module:
+    """Cross-entropy, mean over the batch, with optional label smoothing."""
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

@@ -1,0 +1,70 @@
+"""The results file of a run (`<run_dir>/results.json`, format in docs/results-format.md)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from attncnn.engine.config import Config, config_to_dict
+
+SCHEMA = "attncnn.result/1"
+
+
+def recipe(cfg: Config, amp: bool) -> dict:
+    o, s = cfg.optim, cfg.schedule
+    return {"epochs": s.epochs, "batch_size": cfg.data.batch_size, "optimizer": o.name,
+            "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,
+            "weight_decay": o.weight_decay, "no_decay_norm_bias": o.no_decay_norm_bias,
+            "schedule": s.name, "milestones": list(s.milestones), "gamma": s.gamma,
+            "warmup_epochs": s.warmup_epochs, "label_smoothing": o.label_smoothing, "amp": amp}
+
+
+def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int, data: dict,
+                   amp: bool, status: str, history: list[dict], final: dict | None,
+                   best: dict | None, env: dict, started_at: str, finished_at: str,
+                   wall_time_s: float, weights: str | None, error: str | None = None) -> dict:
+    record = {
+        "schema": SCHEMA,
+        "run_name": run_name,
+        "model": model.model_name,
+        "model_args": _plain(model.model_args),
+        "params": params,
+        "macs": macs,
+        "data": data,
+        "recipe": recipe(cfg, amp),
+        "seed": cfg.run.seed,
+        "tags": dict(cfg.run.tags),
+        "status": status,
+        "epochs_completed": len(history),
+        "final": final,
+        "best": best,
+        "history": history,
+        "env": env,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "wall_time_s": round(wall_time_s, 3),
+        "weights": weights,
+        "config": config_to_dict(cfg),
+    }
+    if error:
+        record["error"] = error
+    return record
+
+
+def write_json_atomic(obj, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
