@@ -21,7 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
 ROWS = [p for p in ALL if p.parent.name != "base" and p.name != "quickstart.yaml"]
 
-SCHEMA = {  # CONFIG_SCHEMA.md
+SCHEMA = {  # CONFIG_SCHEMA.md; the engine's dataclasses below replace it where present
     "model": {"name", "args"},
     "data": {f.name for f in fields(DataConfig)} | {"display_name"},
     "optim": {"name", "lr", "momentum", "nesterov", "weight_decay", "no_decay_norm_bias",
@@ -30,6 +30,13 @@ SCHEMA = {  # CONFIG_SCHEMA.md
     "run": {"seed", "out_dir", "name", "device", "amp", "channels_last", "compile",
             "checkpoint_every_steps", "eval_every_epochs", "tags"},
 }
+try:
+    from attncnn.engine import config as engine_config
+except ImportError:  # a checkout without the engine: the schema above stands
+    engine_config = None
+else:
+    SCHEMA = {name: {f.name for f in fields(cls)}
+              for name, cls in engine_config._SECTION_CLASSES.items()}
 
 
 def merge(base: dict, child: dict) -> dict:
@@ -68,6 +75,21 @@ def test_config_keys_follow_the_schema_and_the_model_builds(path):
     assert name in list_models()
     args = cfg["model"].get("args") or {}
     assert built(name, json.dumps(args, sort_keys=True)).items() >= args.items()
+
+
+@pytest.mark.skipif(engine_config is None, reason="no engine in this checkout")
+def test_the_engine_loads_every_config():
+    for path in ALL:
+        cfg = engine_config.load_config(path)
+        assert cfg.model.name == resolve(path)["model"]["name"]
+
+
+def test_official_cifar_configs_read_the_official_source():
+    """Explicit `root: null`: a base that defaults to the JPEG copy must not leak in."""
+    for folder, source in [("cifar10", "cifar10"), ("cifar100", "cifar100")]:
+        for path in sorted((CONFIGS / folder).glob("*.yaml")):
+            data = resolve(path)["data"]
+            assert (data["name"], data["root"], data.get("display_name")) == (source, None, None)
 
 
 def test_every_row_config_is_placed_in_a_report_table():
