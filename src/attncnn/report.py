@@ -51,7 +51,7 @@ class Setting:
         shown = {k: v for k, v in args.items() if k in ("attention", "attention_placement",
                                                         "attention_options", "num_classes")}
         return (f"{self.data_name}, eval split `{self.eval_split}` ({count(self.num_eval)} images), "
-                f"trained on {count(self.num_train)} images, {self.epochs} epochs, "
+                f"trained on {count(self.num_train)} images, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
                 f"{self.schedule} schedule, batch {self.batch_size}, lr {self.lr}; "
                 f"model `{self.model}` {json.dumps(shown, sort_keys=True)}")
 
