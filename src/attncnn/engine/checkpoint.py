@@ -74,14 +74,10 @@ def save_best(state: dict, run_dir: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint file, loaded safely (weights_only=True), or a one-line AttncnnError."""
+    from attncnn.weights import load_state_safely  # torch.load(weights_only=True), one-line errors
+
     path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise AttncnnError(f"checkpoint not found: {path}") from None
-    except Exception as err:  # truncated, corrupt, or not a plain-values checkpoint
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AttncnnError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    state = load_state_safely(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AttncnnError(f"{path} is not an attncnn training checkpoint")
     return state
