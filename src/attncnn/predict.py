@@ -88,6 +88,19 @@ def collect_images(inputs: Iterable[str]) -> InputList:
     return found
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda if available else cpu; otherwise the named device, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AttncnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AttncnnError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
 def default_crop_ratio(size: int) -> float:
     return 1.0 if size <= 64 else 0.875
 
@@ -114,8 +127,9 @@ def prepare_image(path: str | os.PathLike, size: int, mean, std,
             short = max(1, round(size / ratio))
             scale = short / min(w, h)
             new = (max(short, round(w * scale)), max(short, round(h * scale)))
-            if new != (w, h):
-                img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            if new != (w, h):  # the data readers' filters: bicubic for small images, bilinear
+                resample = Image.Resampling.BICUBIC if size <= 64 else Image.Resampling.BILINEAR
+                img = img.resize(new, resample)
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             img = img.crop((left, top, left + size, top + size))
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)

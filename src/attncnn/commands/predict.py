@@ -30,25 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
 
 
-def resolve_device(name: str):
-    import torch
-
-    from attncnn.errors import AttncnnError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AttncnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AttncnnError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from attncnn.errors import AttncnnError
-    from attncnn.predict import Failure, collect_images, predict_files
+    from attncnn.predict import Failure, collect_images, predict_files, resolve_device
     from attncnn.weights import create_model_from_weights
 
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:

@@ -119,13 +119,13 @@ def _render(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     rng = np.random.default_rng([GENERATOR_SEED, 0 if split == "train" else 1])
     n, sides = count, DIGIT_PX[1] - DIGIT_PX[0] + 1
 
+    # All random draws first (their order fixes the data set), then painting in chunks that
+    # stay in cache (several times faster than painting all images at once).
     background = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    margin = CANVAS + DIGIT_PX[1]
-    canvas = np.empty((n, margin, margin, 3), np.float32)
-    canvas[:] = background[:, None, None, :]
     target = rng.choice(sources, n)
     label = labels[target]
     zero = np.zeros(n, np.int64)
+    layers = []     # (size index, glyph index, gy, gx, h, w, y, x, colour), painted in order
     # Clutter first, so the whole digit is always on top: pieces of other classes' digits.
     pieces = rng.integers(FRAGMENTS[0], FRAGMENTS[1] + 1, n)
     for k in range(FRAGMENTS[1]):
@@ -140,22 +140,40 @@ def _render(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         y, x = rng.integers(0, CANVAS - h + 1), rng.integers(0, CANVAS - w + 1)
         colour = _colours(rng, background)
         h = np.where(k < pieces, h, 0)                                 # this image has fewer pieces
-        _paint(canvas, scaled[size, glyph], gy, gx, h, w, y, x, colour)
+        layers.append((size, glyph, gy, gx, h, w, y, x, colour))
     size = rng.integers(0, sides, n)
     side = size + DIGIT_PX[0]
     y, x = rng.integers(0, CANVAS - side + 1), rng.integers(0, CANVAS - side + 1)
-    alpha = _paint(canvas, scaled[size, target], zero, zero, side, side, y, x, _colours(rng, background))
-    masks = np.zeros((n, margin, margin), bool)
+    layers.append((size, target, zero, zero, side, side, y, x, _colours(rng, background)))
+
+    margin = CANVAS + DIGIT_PX[1]
+    canvas = np.empty((n, CANVAS, CANVAS, 3), np.float32)
+    masks = np.zeros((n, CANVAS, CANVAS), bool)
     r = np.arange(DIGIT_PX[1])
-    masks[np.arange(n)[:, None, None], (y[:, None] + r)[:, :, None], (x[:, None] + r)[:, None, :]] = alpha > 0.05
-    masks = masks[:, :CANVAS, :CANVAS]
-    canvas = canvas[:, :CANVAS, :CANVAS]
+    for lo in range(0, n, 500):
+        part = slice(lo, min(n, lo + 500))
+        m = part.stop - lo
+        chunk = np.empty((m, margin, margin, 3), np.float32)
+        chunk[:] = background[part, None, None, :]
+        for size_i, glyph_i, *geometry in layers:
+            alpha = _paint(chunk, scaled[size_i[part], glyph_i[part]], *(g[part] for g in geometry))
+        ink = np.zeros((m, margin, margin), bool)                      # the target: last layer
+        ink[np.arange(m)[:, None, None], (y[part, None] + r)[:, :, None],
+            (x[part, None] + r)[:, None, :]] = alpha > 0.05
+        masks[part] = ink[:, :CANVAS, :CANVAS]
+        canvas[part] = chunk[:, :CANVAS, :CANVAS]
     rows, cols = masks.any(2), masks.any(1)                            # [N, 32] each
     boxes = np.stack([cols.argmax(1), rows.argmax(1),
                       CANVAS - cols[:, ::-1].argmax(1), CANVAS - rows[:, ::-1].argmax(1)], 1)
-    canvas += 0.04 * rng.standard_normal(canvas.shape, dtype=np.float32)  # sensor-like noise
-    images = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images), label.astype(np.int64), boxes.astype(np.float32), masks
+    images = np.empty((n, 3, CANVAS, CANVAS), np.uint8)
+    for lo in range(0, n, 500):                                        # in place, in chunks
+        part = canvas[lo:lo + 500]
+        part += 0.04 * rng.standard_normal(part.shape, dtype=np.float32)  # sensor-like noise
+        part *= 255
+        part += 0.5
+        np.clip(part, 0, 255, out=part)
+        images[lo:lo + 500] = part.transpose(0, 3, 1, 2)
+    return images, label.astype(np.int64), boxes.astype(np.float32), masks
 
 
 @register_source("digits")

@@ -7,6 +7,7 @@ and return a loader object instead (anything with `epoch(epoch, start_step)`, `_
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -107,6 +108,8 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
     evaluation = load_split(cfg, cfg.eval_split)
     if train.classes != evaluation.classes:
         raise AttncnnError(f"{cfg.name}: train and {cfg.eval_split} splits have different classes")
+    # One normalisation for both: a model is evaluated on the inputs it was trained on.
+    evaluation = dataclasses.replace(evaluation, mean=train.mean, std=train.std)
     common = dict(device=device, seed=cfg.seed, rank=rank, world_size=world_size,
                   channels_last=channels_last)
     return Loaders(

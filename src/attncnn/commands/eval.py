@@ -1,0 +1,83 @@
+"""`attncnn eval`: accuracy of a weights file on a data split, with a confusion matrix.
+
+    attncnn eval --weights W.safetensors --data cifar10 [--root PATH] [--split test]
+    attncnn eval --run runs/NAME            # the run's model.safetensors and data section
+
+Writes OUT/results.json ("kind": "eval") and OUT/confusion.png; OUT defaults to
+RUN/eval-<split> with --run, else runs/eval/<weights name>-<data>-<split>.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate weights on a data split: top-1/top-5, per-class accuracy, confusion matrix"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--weights", "-w", help="a .safetensors file from attncnn (needs --data)")
+    what.add_argument("--run", help="a run directory (model.safetensors + config.yaml)")
+    p.add_argument("--data", help="data set name (digits, cifar10, cifar100, folder, imagenet); "
+                                  "with --run: overrides the run's")
+    p.add_argument("--root", help="data file or folder (data.root)")
+    p.add_argument("--split", help="split to evaluate (default: the config's eval_split, 'test')")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="override a data setting, e.g. --set data.eval_batch_size=256 (repeatable)")
+    p.add_argument("--out", "-o", help="output folder for results.json and confusion.png")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+
+
+def data_config(args: argparse.Namespace):
+    """The DataConfig to evaluate on: the run's data section or the defaults, then --set,
+    then --data / --root."""
+    import dataclasses
+
+    from attncnn.engine.config import load_config
+    from attncnn.errors import AttncnnError
+
+    for item in args.overrides:
+        if not item.startswith("data."):
+            raise AttncnnError(f"--set {item!r}: eval only takes data.* settings")
+    if args.run:
+        config = Path(args.run) / "config.yaml"
+        if not config.is_file():
+            raise AttncnnError(f"{args.run} is not a run directory (no config.yaml)")
+        cfg = load_config(config, args.overrides).data
+    else:
+        if not args.data:
+            raise AttncnnError("--weights needs --data NAME (or use --run RUN_DIR)")
+        cfg = load_config(None, args.overrides).data
+    changes = {k: v for k, v in (("name", args.data), ("root", args.root)) if v is not None}
+    if "name" in changes and "root" not in changes and args.run:
+        changes["root"] = None  # the run's root belongs to the run's data set
+    return dataclasses.replace(cfg, **changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attncnn.errors import AttncnnError
+    from attncnn.evaluation import evaluate_weights, per_class_table, write_outputs
+    from attncnn.predict import resolve_device
+
+    cfg = data_config(args)
+    weights = Path(args.weights) if args.weights else Path(args.run) / "model.safetensors"
+    if args.run and not weights.is_file():
+        raise AttncnnError(f"{args.run} has no model.safetensors (did the run finish?)")
+    split = args.split or cfg.eval_split
+    result = evaluate_weights(weights, cfg, split, resolve_device(args.device))
+    if args.out:
+        out = Path(args.out)
+    elif args.run:
+        out = Path(args.run) / f"eval-{split}"
+    else:
+        out = Path("runs") / "eval" / f"{weights.name.removesuffix('.safetensors')}-{cfg.name}-{split}"
+    paths = write_outputs(result, out)
+
+    final, data = result["final"], result["data"]
+    print(f"{result['model']} on {data['name']} ({split}, {final['count']} images): "
+          f"top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}%  loss {final['loss']:.4f}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(per_class_table(result))
+    print(f"wrote {paths['results']} and {paths['confusion']}")
+    return 0
