@@ -85,3 +85,26 @@ def test_quiet_prints_one_line_per_epoch(tmp_path, one_thread, capsys):
     train(toy_config(tmp_path, schedule={"epochs": 2}), quiet=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
     assert len(lines) == 2 and "eval loss" in lines[0] and "img/s" in lines[0]
+
+
+def test_a_terminal_gets_a_progress_bar_with_rate_and_eta():
+    import io
+
+    from attncnn.engine.logger import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    progress = Progress(enabled=True, quiet=False, stream=out)
+    progress.start_epoch(1, 3, total=10, done=0)
+    progress.update(5, 320, loss=1.25, top1=40.0)
+    progress.bar.refresh()
+    text = out.getvalue()
+    assert "epoch 1/3" in text and "loss=1.250" in text and "img_s=" in text and "<" in text
+    progress.epoch_line("epoch 1/3 done")
+    assert out.getvalue().rstrip().endswith("epoch 1/3 done")
+    quiet = Terminal()
+    Progress(enabled=True, quiet=True, stream=quiet).start_epoch(1, 3, 10, 0)
+    assert quiet.getvalue() == ""
