@@ -91,10 +91,28 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     from attncnn.weights import load_state_safely  # torch.load(weights_only=True), one-line errors
 
     path = Path(path)
+    if path.is_file():
+        _check_crc(path)
     state = load_state_safely(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AttncnnError(f"{path} is not an attncnn training checkpoint")
     return state
+
+
+def _check_crc(path: Path) -> None:
+    """torch.load does not check the zip's CRC-32s, so a flipped bit would load silently:
+    read every record once (about as fast as the disk) and compare."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise AttncnnError(f"{path} is truncated or not a checkpoint ({err})") from None
+    except OSError as err:
+        raise AttncnnError(f"cannot read {path}: {err.strerror or err}") from None
+    if bad is not None:
+        raise AttncnnError(f"{path} is damaged: record {bad} fails its CRC check")
 
 
 def find_resume_checkpoint(run_dir: str | Path) -> dict:

@@ -78,7 +78,10 @@ def seed_everything(seed: int) -> None:
 
 def resume_config(run_dir: str | Path, overrides=()) -> Config:
     """The resolved config a run saved (run_dir/config.yaml), with `overrides` applied."""
-    return load_config(Path(run_dir) / "config.yaml", overrides)
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise AttncnnError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    return load_config(path, overrides)
 
 
 class StopRequest:
@@ -366,7 +369,11 @@ class _Run:
         if status == "finished" and self.dist.is_main:
             summary = {"run_name": self.name, "data": self.loaders.name,
                        "epochs": len(self.history), "final": final}
-            weights = export_weights(self.run_dir, self.net, self.loaders, summary)
+            try:
+                weights = export_weights(self.run_dir, self.net, self.loaders, summary)
+            except OSError as err:  # e.g. a full disk: one line; last.pt holds the weights
+                raise AttncnnError(f"cannot write {self.run_dir / 'model.safetensors'}: "
+                                   f"{err.strerror or err}; free space, then resume") from None
         data = {"source": self.cfg.data.name, "name": self.loaders.name,
                 "train_split": self.cfg.data.train_split, "eval_split": self.cfg.data.eval_split,
                 "num_train": _num_samples(self.loaders.train),
@@ -383,7 +390,12 @@ class _Run:
         if signum is not None:
             record["signal"] = signal.Signals(signum).name
         if self.dist.is_main:
-            write_json_atomic(record, self.run_dir / "results.json")
+            try:
+                write_json_atomic(record, self.run_dir / "results.json")
+            except OSError as err:  # e.g. a full disk: one line, naming the first error too
+                raise AttncnnError(f"cannot write {self.run_dir / 'results.json'}: "
+                                   f"{err.strerror or err}"
+                                   + (f" (the run had stopped: {error})" if error else "")) from None
         return record
 
 
