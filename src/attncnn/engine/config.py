@@ -287,15 +287,15 @@ def _check_values(cfg: Config, source: str) -> None:
         bad("schedule.name", f"must be 'step' or 'cosine', got {cfg.schedule.name!r}")
     # written as `not (ok)` so that NaN, for which every comparison is false, is refused
     if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
-        bad("optim.lr", f"must be a finite number > 0, got {cfg.optim.lr}")
+        bad("optim.lr", f"must be > 0 and finite, got {cfg.optim.lr}")
     if not 0 <= cfg.optim.momentum < 1:
         bad("optim.momentum", f"must be in [0, 1), got {cfg.optim.momentum}")
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         bad("optim.nesterov", "needs optim.momentum > 0")
     if not (math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0):
-        bad("optim.weight_decay", f"must be a finite number >= 0, got {cfg.optim.weight_decay}")
+        bad("optim.weight_decay", f"must be >= 0 and finite, got {cfg.optim.weight_decay}")
     if not (math.isfinite(cfg.schedule.gamma) and cfg.schedule.gamma > 0):
-        bad("schedule.gamma", f"must be a finite number > 0, got {cfg.schedule.gamma}")
+        bad("schedule.gamma", f"must be > 0 and finite, got {cfg.schedule.gamma}")
     if any(m < 0 for m in cfg.schedule.milestones):
         bad("schedule.milestones", f"must be epochs >= 0, got {cfg.schedule.milestones}")
     for key, seed in (("run.seed", cfg.run.seed), ("data.seed", cfg.data.seed)):
@@ -306,7 +306,7 @@ def _check_values(cfg: Config, source: str) -> None:
     if cfg.schedule.epochs < 1:
         bad("schedule.epochs", f"must be >= 1, got {cfg.schedule.epochs}")
     if not (math.isfinite(cfg.schedule.warmup_epochs) and cfg.schedule.warmup_epochs >= 0):
-        bad("schedule.warmup_epochs", f"must be a finite number >= 0, got "
+        bad("schedule.warmup_epochs", f"must be >= 0 and finite, got "
                                       f"{cfg.schedule.warmup_epochs}")
     if list(cfg.schedule.milestones) != sorted(cfg.schedule.milestones):
         bad("schedule.milestones", f"must be increasing, got {cfg.schedule.milestones}")
