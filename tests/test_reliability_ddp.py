@@ -69,7 +69,9 @@ def wait_all(procs, since: float) -> list[str]:
                 p.kill()
             pytest.fail(f"a rank was still running {BOUND} s after the fault (hang)")
         errs.append(err)
-    assert time.time() - since < BOUND
+    elapsed = time.time() - since
+    print(f"all ranks ended {elapsed:.1f} s after the fault")
+    assert elapsed < BOUND
     return errs
 
 
