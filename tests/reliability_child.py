@@ -10,13 +10,10 @@ Faults (all optional keys of the JSON object):
                              survives a SIGKILL: the kernel keeps written data)
     die_in_save: N           SIGKILL this process in the middle of the N-th checkpoint
                              write (1-based), after half the bytes reached the temp file
-    enospc_in_save: N        the N-th checkpoint write fails with OSError(ENOSPC) after
-                             writing part of the temp file, as a full disk does
     raise_at: {rank, step}   rank `rank` raises RuntimeError when global step `step` starts
 """
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -49,24 +46,22 @@ def install(faults: dict) -> None:
     train_module.lr_at = lr_at
 
     writes = {"n": 0}
-    die_at, full_at = faults.get("die_in_save"), faults.get("enospc_in_save")
-    if die_at is None and full_at is None:
+    die_at = faults.get("die_in_save")
+    if die_at is None:
         return
     real_save = ckpt.torch.save
 
     def save(obj, f, *args, **kwargs):
-        """torch.save that dies (or finds the disk full) half-way through its bytes."""
+        """torch.save that is SIGKILLed half-way through its bytes."""
         writes["n"] += 1
-        if writes["n"] not in (die_at, full_at):
+        if writes["n"] != die_at:
             return real_save(obj, f, *args, **kwargs)
         buf = io.BytesIO()
         real_save(obj, buf, *args, **kwargs)
         data = buf.getvalue()
         f.write(data[: len(data) // 2])
         f.flush()
-        if writes["n"] == die_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.kill(os.getpid(), signal.SIGKILL)
 
     ckpt.torch = _TorchWithSave(ckpt.torch, save)
 

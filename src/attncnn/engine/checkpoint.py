@@ -107,10 +107,11 @@ def _check_crc(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
-    except (zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise AttncnnError(f"{path} is truncated or not a checkpoint ({err})") from None
     except OSError as err:
         raise AttncnnError(f"cannot read {path}: {err.strerror or err}") from None
+    except Exception as err:  # zipfile raises many types for damaged headers
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttncnnError(f"{path} is truncated, damaged or not a checkpoint ({why})") from None
     if bad is not None:
         raise AttncnnError(f"{path} is damaged: record {bad} fails its CRC check")
 

@@ -393,9 +393,9 @@ class _Run:
             try:
                 write_json_atomic(record, self.run_dir / "results.json")
             except OSError as err:  # e.g. a full disk: one line, naming the first error too
+                first = f" (the run had stopped: {error})" if error else ""
                 raise AttncnnError(f"cannot write {self.run_dir / 'results.json'}: "
-                                   f"{err.strerror or err}"
-                                   + (f" (the run had stopped: {error})" if error else "")) from None
+                                   f"{err.strerror or err}{first}") from None
         return record
 
 
