@@ -3,6 +3,7 @@ and `--resume` falls back to the newest good checkpoint (or says that none exist
 import errno
 import io
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,22 @@ def test_resume_with_no_good_checkpoint_says_so_in_one_line(run_dir, tmp_path, c
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert last_line(capsys) == (f"attncnn: error: cannot resume: {tmp_path / 'nope'} is not a "
                                  f"run directory (no config.yaml)")
+
+
+def test_a_full_disk_while_resuming_keeps_config_yaml_whole(run_dir, monkeypatch, capsys,
+                                                            one_thread):
+    """--resume reads config.yaml back: half of one would silently resume with defaults."""
+    original = (run_dir / "config.yaml").read_text()
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    assert main(["train", "-q", "--resume", str(run_dir), "--set", "schedule.epochs=3"]) == 2
+    assert last_line(capsys) == (f"attncnn: error: cannot write {run_dir / 'config.yaml'}: "
+                                 f"No space left on device")
+    monkeypatch.undo()
+    assert (run_dir / "config.yaml").read_text() == original
+    assert not list(run_dir.glob(".*.tmp*"))

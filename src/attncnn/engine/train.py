@@ -20,6 +20,7 @@ Stops:
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -194,8 +195,7 @@ class _Run:
             self.eval_model = torch.compile(self.net)
 
         if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            _write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
         self.log = MetricsLog(self.run_dir, dist.is_main, cfg.run.tensorboard,
                               notice=self.progress.message)
         if state is not None:
@@ -397,6 +397,20 @@ class _Run:
                 raise AttncnnError(f"cannot write {self.run_dir / 'results.json'}: "
                                    f"{err.strerror or err}{first}") from None
         return record
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """config.yaml is what --resume reads back: a half-written one (a kill or a full disk
+    mid-write) would resume with defaults for the missing keys, so write a temp file and
+    rename it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise AttncnnError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def export_weights(run_dir: Path, net, loaders, summary: dict) -> str:
