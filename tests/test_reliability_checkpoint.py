@@ -2,6 +2,7 @@
 and `--resume` falls back to the newest good checkpoint (or says that none exists)."""
 import errno
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_resume_falls_back_past_a_damaged_last_and_never_keeps_it(run_dir, capsy
     raw = bytearray((run_dir / ckpt.LAST).read_bytes())
     raw[len(raw) // 2] ^= 0x55  # one bit-rotten byte inside the tensor data
     (run_dir / ckpt.LAST).write_bytes(raw)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "epoch", "ep')  # a line cut short by a kill
     assert position(ckpt.find_resume_checkpoint(run_dir)) == 6  # last.prev.pt
     assert (run_dir / ckpt.DAMAGED).exists() and not (run_dir / ckpt.LAST).exists()
     assert main(["train", "-q", "--resume", str(run_dir)]) == 0
@@ -152,6 +155,9 @@ def test_resume_falls_back_past_a_damaged_last_and_never_keeps_it(run_dir, capsy
     # the damaged file was never rotated into the fallback slot
     assert position(ckpt.load_checkpoint(run_dir / ckpt.PREVIOUS)) == 6
     assert position(ckpt.load_checkpoint(run_dir / ckpt.LAST)) == 8
+    # epoch 2 was logged before, lost with last.pt, and run again: it is logged once
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
 def test_resume_with_no_good_checkpoint_says_so_in_one_line(run_dir, tmp_path, capsys):
@@ -189,3 +195,19 @@ def test_a_full_disk_while_resuming_keeps_config_yaml_whole(run_dir, monkeypatch
     monkeypatch.undo()
     assert (run_dir / "config.yaml").read_text() == original
     assert not list(run_dir.glob(".*.tmp*"))
+
+
+def test_a_full_disk_for_metrics_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch,
+                                                                      capsys, one_thread):
+    import attncnn.engine.logger as logger
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logger, "open", no_space, raising=False)
+    assert main(["train", "-q", "-c", str(config_file(tmp_path)),
+                 "--out-dir", str(tmp_path)]) == 2
+    run_dir = tmp_path / "toy"
+    assert last_line(capsys) == (f"attncnn: error: cannot write {run_dir / 'metrics.jsonl'}: "
+                                 f"No space left on device")
+    assert position(ckpt.load_checkpoint(run_dir / ckpt.LAST)) == 2  # the step-2 checkpoint

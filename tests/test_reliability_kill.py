@@ -94,9 +94,16 @@ def assert_bit_identical(run_dir: Path, ref_dir: Path):
     for i, buf in b["optimizer"]["state"].items():
         assert torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], buf["momentum_buffer"])
     strip = ("epoch_time_s", "train_images_per_s")
+
+    def same(records):
+        return [{k: v for k, v in r.items() if k not in strip} for r in records]
+
     history = [json.loads((d / "results.json").read_text())["history"] for d in (run_dir, ref_dir)]
-    assert [[{k: v for k, v in h.items() if k not in strip} for h in hs] for hs in history][0] == \
-        [[{k: v for k, v in h.items() if k not in strip} for h in hs] for hs in history][1]
+    assert same(history[0]) == same(history[1])
+    # metrics.jsonl too: no epoch logged twice, no line cut short by a kill
+    metrics = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+               for d in (run_dir, ref_dir)]
+    assert same(metrics[0]) == same(metrics[1])
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ Stops:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -196,6 +197,8 @@ class _Run:
 
         if dist.is_main:
             _write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
+            if state is not None:
+                _trim_metrics(self.run_dir / "metrics.jsonl", self.epoch)
         self.log = MetricsLog(self.run_dir, dist.is_main, cfg.run.tensorboard,
                               notice=self.progress.message)
         if state is not None:
@@ -411,6 +414,22 @@ def _write_text_atomic(path: Path, text: str) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise AttncnnError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """On resume, drop the lines of epochs the checkpoint has not got (logged just before
+    a kill, they will be run and logged again) and a line cut short by the kill."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("epoch", 0) <= epochs_done:
+            keep.append(line)
+    _write_text_atomic(path, "".join(f"{line}\n" for line in keep))
 
 
 def export_weights(run_dir: Path, net, loaders, summary: dict) -> str:
