@@ -9,6 +9,7 @@ metrics of the epoch, and every random generator (python, numpy, torch CPU and C
 Files in a run directory:
     last.pt       the newest checkpoint (end of an epoch, every N steps, or at a stop)
     last.prev.pt  the one before it: the fallback if last.pt is damaged
+    last.bad.pt   a damaged last.pt that a resume moved aside (kept for inspection)
     best.pt       the checkpoint of the best evaluated epoch (information only)
 """
 from __future__ import annotations
@@ -24,19 +25,35 @@ from attncnn.errors import AttncnnError
 
 FORMAT = "attncnn.checkpoint/1"
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
+DAMAGED = "last.bad.pt"  # an unreadable last.pt, moved aside by a resume
 
 
-def atomic_save(obj, path: str | Path) -> None:
+def atomic_save(obj, path: str | Path, keep_previous: str | Path | None = None) -> None:
     """torch.save to a temp file in the same directory, fsync, then os.replace: a reader
-    (or a crash) sees either the old file or the complete new one, never half of one."""
+    (or a crash) sees either the old file or the complete new one, never half of one.
+
+    keep_previous: rename the old `path` to this name, only once the new file is complete,
+    so a crash or a full disk during the write leaves the old `path` in place.
+    A failed write (disk full, ...) is an AttncnnError that says the old file is intact.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed process
+            stale.unlink(missing_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
+    except OSError as err:
+        kept = f"{path} is unchanged" if path.exists() else \
+            (f"{keep_previous} holds the previous one" if keep_previous else "no older file")
+        raise AttncnnError(f"cannot write checkpoint {path}: {err.strerror or err} ({kept}); "
+                           f"free space or fix the directory, then continue with --resume "
+                           f"{path.parent}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -59,11 +76,8 @@ def _fsync_dir(directory: Path) -> None:
 def save_last(state: dict, run_dir: str | Path) -> Path:
     """Write `state` as last.pt, keeping the previous last.pt as last.prev.pt."""
     run_dir = Path(run_dir)
-    last = run_dir / LAST
-    if last.exists():
-        os.replace(last, run_dir / PREVIOUS)
-    atomic_save(state, last)
-    return last
+    atomic_save(state, run_dir / LAST, keep_previous=run_dir / PREVIOUS)
+    return run_dir / LAST
 
 
 def save_best(state: dict, run_dir: str | Path) -> Path:
@@ -74,17 +88,32 @@ def save_best(state: dict, run_dir: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint file, loaded safely (weights_only=True), or a one-line AttncnnError."""
+    from attncnn.weights import load_state_safely  # torch.load(weights_only=True), one-line errors
+
     path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise AttncnnError(f"checkpoint not found: {path}") from None
-    except Exception as err:  # truncated, corrupt, or not a plain-values checkpoint
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AttncnnError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    if path.is_file():
+        _check_crc(path)
+    state = load_state_safely(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AttncnnError(f"{path} is not an attncnn training checkpoint")
     return state
+
+
+def _check_crc(path: Path) -> None:
+    """torch.load does not check the zip's CRC-32s, so a flipped bit would load silently:
+    read every record once (about as fast as the disk) and compare."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except OSError as err:
+        raise AttncnnError(f"cannot read {path}: {err.strerror or err}") from None
+    except Exception as err:  # zipfile raises many types for damaged headers
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttncnnError(f"{path} is truncated, damaged or not a checkpoint ({why})") from None
+    if bad is not None:
+        raise AttncnnError(f"{path} is damaged: record {bad} fails its CRC check")
 
 
 def find_resume_checkpoint(run_dir: str | Path) -> dict:
@@ -96,11 +125,20 @@ def find_resume_checkpoint(run_dir: str | Path) -> dict:
     for name in (LAST, PREVIOUS):
         if (run_dir / name).exists():
             try:
-                return load_checkpoint(run_dir / name)
+                state = load_checkpoint(run_dir / name)
             except AttncnnError as err:
                 errors.append(str(err))
-    why = f" ({'; '.join(errors)})" if errors else ""
-    raise AttncnnError(f"cannot resume: no usable checkpoint in {run_dir}{why}")
+                continue
+            if errors:  # move the damaged last.pt aside, or the next save would rotate it
+                try:    # over this good one (kept for inspection as last.bad.pt)
+                    os.replace(run_dir / LAST, run_dir / DAMAGED)
+                except OSError:
+                    pass
+            return state
+    if not errors:
+        raise AttncnnError(f"cannot resume: {run_dir} holds no checkpoint (the run stopped "
+                           f"before writing its first one); start it again with --config")
+    raise AttncnnError(f"cannot resume: no usable checkpoint in {run_dir} ({'; '.join(errors)})")
 
 
 def check_compatible(state: dict, model_name: str, num_classes: int, source: str) -> None:

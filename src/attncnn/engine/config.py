@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -132,12 +133,16 @@ def _load_yaml_with_base(path: Path, seen: list[Path]) -> dict:
         raise AttncnnError(f"config file not found: {path}") from None
     except OSError as err:
         raise AttncnnError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise AttncnnError(f"{path}: not a text (UTF-8) file ({err.reason} at byte "
+                           f"{err.start})") from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise AttncnnError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line
+        raise AttncnnError(f"{path}{where}: invalid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise AttncnnError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -270,28 +275,58 @@ def _check_values(cfg: Config, source: str) -> None:
         value = getattr(cfg.run, key)
         if isinstance(value, str) and value != AUTO:
             bad(f"run.{key}", f"must be auto, true or false, got {value!r}")
+    from attncnn.models import get_spec  # fail now, not after a data set scan
+
+    try:
+        get_spec(cfg.model.name)
+    except AttncnnError as err:
+        bad("model.name", f"names an {err}")
     if cfg.optim.name != "sgd":
         bad("optim.name", f"must be 'sgd' (the paper's optimiser), got {cfg.optim.name!r}")
     if cfg.schedule.name not in ("step", "cosine"):
         bad("schedule.name", f"must be 'step' or 'cosine', got {cfg.schedule.name!r}")
-    if cfg.optim.lr <= 0:
-        bad("optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    # written as `not (ok)` so that NaN, for which every comparison is false, is refused
+    if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
+        bad("optim.lr", f"must be > 0 and finite, got {cfg.optim.lr}")
+    if not 0 <= cfg.optim.momentum < 1:
+        bad("optim.momentum", f"must be in [0, 1), got {cfg.optim.momentum}")
+    if cfg.optim.nesterov and cfg.optim.momentum == 0:
+        bad("optim.nesterov", "needs optim.momentum > 0")
+    if not (math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0):
+        bad("optim.weight_decay", f"must be >= 0 and finite, got {cfg.optim.weight_decay}")
+    if not (math.isfinite(cfg.schedule.gamma) and cfg.schedule.gamma > 0):
+        bad("schedule.gamma", f"must be > 0 and finite, got {cfg.schedule.gamma}")
+    if any(m < 0 for m in cfg.schedule.milestones):
+        bad("schedule.milestones", f"must be epochs >= 0, got {cfg.schedule.milestones}")
+    for key, seed in (("run.seed", cfg.run.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= seed < 2**32:
+            bad(key, f"must be in [0, 2**32), got {seed}")
     if not 0 <= cfg.optim.label_smoothing < 1:
         bad("optim.label_smoothing", f"must be in [0, 1), got {cfg.optim.label_smoothing}")
     if cfg.schedule.epochs < 1:
         bad("schedule.epochs", f"must be >= 1, got {cfg.schedule.epochs}")
-    if cfg.schedule.warmup_epochs < 0:
-        bad("schedule.warmup_epochs", f"must be >= 0, got {cfg.schedule.warmup_epochs}")
+    if not (math.isfinite(cfg.schedule.warmup_epochs) and cfg.schedule.warmup_epochs >= 0):
+        bad("schedule.warmup_epochs", f"must be >= 0 and finite, got "
+                                      f"{cfg.schedule.warmup_epochs}")
     if list(cfg.schedule.milestones) != sorted(cfg.schedule.milestones):
         bad("schedule.milestones", f"must be increasing, got {cfg.schedule.milestones}")
-    if cfg.data.batch_size < 1:
-        bad("data.batch_size", f"must be >= 1, got {cfg.data.batch_size}")
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(cfg.data, key) < 1:
+            bad(f"data.{key}", f"must be >= 1, got {getattr(cfg.data, key)}")
+    for key in ("crop_padding", "workers"):
+        if getattr(cfg.data, key) < 0:
+            bad(f"data.{key}", f"must be >= 0, got {getattr(cfg.data, key)}")
+    if not 0 <= cfg.data.val_fraction < 1:
+        bad("data.val_fraction", f"must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.image_size is not None and cfg.data.image_size < 1:
+        bad("data.image_size", f"must be >= 1 (or null), got {cfg.data.image_size}")
     if cfg.run.checkpoint_every_steps < 0:
         bad("run.checkpoint_every_steps", f"must be >= 0, got {cfg.run.checkpoint_every_steps}")
     if cfg.run.eval_every_epochs < 1:
         bad("run.eval_every_epochs", f"must be >= 1, got {cfg.run.eval_every_epochs}")
     device = cfg.run.device
-    if not (device in (AUTO, "cpu", "cuda", "mps") or device.startswith("cuda:")):
+    if not (device in (AUTO, "cpu", "cuda", "mps")
+            or (device.startswith("cuda:") and device[5:].isdigit())):
         bad("run.device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 

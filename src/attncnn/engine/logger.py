@@ -33,8 +33,13 @@ class MetricsLog:
         """record: {"kind": "epoch"|"step", ...numbers}; `step` is the global step."""
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # e.g. a full disk: one line, not a traceback
+            from attncnn.errors import AttncnnError
+
+            raise AttncnnError(f"cannot write {self.path}: {err.strerror or err}") from None
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) \

@@ -20,6 +20,8 @@ Stops:
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import signal
 import threading
 import time
@@ -78,7 +80,10 @@ def seed_everything(seed: int) -> None:
 
 def resume_config(run_dir: str | Path, overrides=()) -> Config:
     """The resolved config a run saved (run_dir/config.yaml), with `overrides` applied."""
-    return load_config(Path(run_dir) / "config.yaml", overrides)
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise AttncnnError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    return load_config(path, overrides)
 
 
 class StopRequest:
@@ -191,8 +196,9 @@ class _Run:
             self.eval_model = torch.compile(self.net)
 
         if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            _write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
+            if state is not None:
+                _trim_metrics(self.run_dir / "metrics.jsonl", self.epoch)
         self.log = MetricsLog(self.run_dir, dist.is_main, cfg.run.tensorboard,
                               notice=self.progress.message)
         if state is not None:
@@ -290,8 +296,8 @@ class _Run:
                 loss = loss.detach().float()
                 bad |= ~torch.isfinite(loss)
                 hits = (logits.argmax(1) == y).sum()
-                sums += torch.stack([loss.double() * len(y), hits.double(),
-                                     torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+                sums[:2] += torch.stack([loss.double() * len(y), hits.double()])
+                sums[2] += len(y)  # a scalar argument: no host-to-device copy
             self.step += 1
             pending += 1
 
@@ -366,7 +372,11 @@ class _Run:
         if status == "finished" and self.dist.is_main:
             summary = {"run_name": self.name, "data": self.loaders.name,
                        "epochs": len(self.history), "final": final}
-            weights = export_weights(self.run_dir, self.net, self.loaders, summary)
+            try:
+                weights = export_weights(self.run_dir, self.net, self.loaders, summary)
+            except OSError as err:  # e.g. a full disk: one line; last.pt holds the weights
+                raise AttncnnError(f"cannot write {self.run_dir / 'model.safetensors'}: "
+                                   f"{err.strerror or err}; free space, then resume") from None
         data = {"source": self.cfg.data.name, "name": self.loaders.name,
                 "train_split": self.cfg.data.train_split, "eval_split": self.cfg.data.eval_split,
                 "num_train": _num_samples(self.loaders.train),
@@ -383,8 +393,43 @@ class _Run:
         if signum is not None:
             record["signal"] = signal.Signals(signum).name
         if self.dist.is_main:
-            write_json_atomic(record, self.run_dir / "results.json")
+            try:
+                write_json_atomic(record, self.run_dir / "results.json")
+            except OSError as err:  # e.g. a full disk: one line, naming the first error too
+                first = f" (the run had stopped: {error})" if error else ""
+                raise AttncnnError(f"cannot write {self.run_dir / 'results.json'}: "
+                                   f"{err.strerror or err}{first}") from None
         return record
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """config.yaml is what --resume reads back: a half-written one (a kill or a full disk
+    mid-write) would resume with defaults for the missing keys, so write a temp file and
+    rename it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise AttncnnError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """On resume, drop the lines of epochs the checkpoint has not got (logged just before
+    a kill, they will be run and logged again) and a line cut short by the kill."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("epoch", 0) <= epochs_done:
+            keep.append(line)
+    _write_text_atomic(path, "".join(f"{line}\n" for line in keep))
 
 
 def export_weights(run_dir: Path, net, loaders, summary: dict) -> str:

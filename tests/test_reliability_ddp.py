@@ -1,0 +1,124 @@
+"""Distributed faults: when one of 2 gloo ranks fails mid-epoch, every rank exits non-zero
+within a bounded time (no rank hangs in a collective waiting for a dead peer).
+
+Faults come from tests/reliability_child.py ($RELIABILITY_FAULTS: a rank raises when a
+given global step starts) or from the test (SIGKILL of one rank). Ranks are started by
+torchrun (--max-restarts=0, as a user would), or as two plain processes with the
+variables torchrun sets, so the engine itself, not torchrun's clean-up, must end them.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine_toy import SOURCE
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = ROOT / "tests" / "reliability_child.py"
+BOUND = 60  # seconds from the fault to the last rank's exit
+CONFIG = {
+    "model": {"name": "attn_resnet20_cifar", "args": {"depth": 8, "widths": [4, 8, 8]}},
+    "data": {"name": SOURCE, "batch_size": 16, "eval_batch_size": 24, "crop_padding": 2},
+    "schedule": {"epochs": 100, "milestones": [50]},
+    "run": {"name": "d", "tensorboard": False, "checkpoint_every_steps": 2},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup(tmp_path: Path, faults: dict):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "RELIABILITY_FAULTS": json.dumps(faults)}
+    args = [str(CHILD), "train", "-q", "-c", str(config), "--out-dir", str(tmp_path)]
+    return env, args
+
+
+def plain_ranks(tmp_path, faults):
+    """Two ranks started by hand (no torchrun): the engine alone must end them."""
+    env, args = setup(tmp_path, faults)
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        rank_env = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                    "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        procs.append(subprocess.Popen([sys.executable, *args], env=rank_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def wait_all(procs, since: float) -> list[str]:
+    errs = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=max(1, since + BOUND - time.time()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"a rank was still running {BOUND} s after the fault (hang)")
+        errs.append(err)
+    elapsed = time.time() - since
+    print(f"all ranks ended {elapsed:.1f} s after the fault")
+    assert elapsed < BOUND
+    return errs
+
+
+def wait_for_training(tmp_path, procs, timeout=180):
+    """Until rank 0 has written its first checkpoint (both ranks are in the step loop) or a
+    process has ended (the fault came first)."""
+    deadline = time.time() + timeout
+    while not (tmp_path / "d" / "last.pt").exists():
+        if any(p.poll() is not None for p in procs):
+            return
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def results(tmp_path) -> dict:
+    return json.loads((tmp_path / "d" / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_rank1_raising_ends_both_plain_ranks(tmp_path):
+    procs = plain_ranks(tmp_path, {"raise_at": {"rank": 1, "step": 9}})
+    wait_for_training(tmp_path, procs)
+    errs = wait_all(procs, time.time())
+    assert [p.returncode != 0 for p in procs] == [True, True]
+    assert "injected fault on rank 1 at global step 9" in errs[1]
+    # rank 0 learnt of it from the broken collective and recorded the failure
+    assert results(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_rank_ends_the_other(tmp_path):
+    procs = plain_ranks(tmp_path, {})
+    wait_for_training(tmp_path, procs)
+    procs[1].send_signal(signal.SIGKILL)
+    since = time.time()
+    wait_all(procs, since)
+    assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode != 0
+    assert results(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_rank0_raising_under_torchrun_ends_the_job(tmp_path):
+    env, args = setup(tmp_path, {"raise_at": {"rank": 0, "step": 5}})
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", "--max-restarts=0", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_training(tmp_path, [proc])
+    err = wait_all([proc], time.time())[0]
+    assert proc.returncode != 0
+    assert "injected fault on rank 0 at global step 5" in err
