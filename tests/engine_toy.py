@@ -10,7 +10,6 @@ import torch
 
 from attncnn.data import ArrayDataset, register_source
 from attncnn.engine.config import config_from_dict
-from attncnn.models import list_models, register
 
 SOURCE = "engine_toy"
 
@@ -56,22 +55,3 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
-
-class PlainNet(torch.nn.Module):
-    """conv-ReLU-pool-conv-ReLU-GAP-FC without BatchNorm: its training does not depend on
-    how a batch is split over ranks, so a 2-rank run can be compared to 1 process tightly."""
-
-    def __init__(self, num_classes: int = 4, width: int = 8):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU())
-        self.fc = torch.nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean((2, 3)))
-
-
-if "engine_test_plainnet" not in list_models():
-    register("engine_test_plainnet", PlainNet, input_size=(3, 16, 16), family="test",
-             num_classes=4)

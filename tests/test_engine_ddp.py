@@ -5,6 +5,7 @@ BatchNorm the two runs differ only by float summation order: we allow 1e-5 on th
 and metrics. (With BatchNorm, statistics are per rank, over half the batch, so runs differ
 more; docs/training.md says so.)
 """
+import contextlib
 import json
 import os
 import socket
@@ -27,6 +28,34 @@ RAW = {
 }
 
 
+class PlainNet(torch.nn.Module):
+    """conv-ReLU-pool-conv-ReLU-GAP-FC without BatchNorm: its training does not depend on
+    how a batch is split over ranks, so a 2-rank run can be compared to 1 process tightly."""
+
+    def __init__(self, num_classes: int = 4, width: int = 8):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+@contextlib.contextmanager
+def plainnet_registered():
+    """Register PlainNet for the duration only: other tests run over every registered model."""
+    from attncnn.models import registry
+
+    registry.register("engine_test_plainnet", PlainNet, input_size=(3, 16, 16), family="test",
+                      num_classes=4)
+    try:
+        yield
+    finally:
+        registry._REGISTRY.pop("engine_test_plainnet", None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,14 +68,16 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str):
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
     raw = {**RAW, "run": {**RAW["run"], "out_dir": out_dir}}
-    train(config_from_dict(raw), quiet=True)
+    with plainnet_registered():
+        train(config_from_dict(raw), quiet=True)
     assert not dist.is_initialized()
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path, one_thread):
-    train(config_from_dict({**RAW, "run": {**RAW["run"], "out_dir": str(tmp_path / "one")}}),
-          quiet=True)
+    with plainnet_registered():
+        train(config_from_dict({**RAW, "run": {**RAW["run"], "out_dir": str(tmp_path / "one")}}),
+              quiet=True)
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "two")), nprocs=2, join=True)
 
     one = json.loads((tmp_path / "one" / "ddp" / "results.json").read_text())
