@@ -7,7 +7,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ATTNCNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the tests' tensors are small, and some tests start 2-process runs of their own;
+# on a 2-core machine more threads only oversubscribe it (several times slower).
+torch.set_num_threads(int(os.environ.get("ATTNCNN_TEST_THREADS", "1")))
 
 
 @pytest.fixture

@@ -126,11 +126,24 @@ def test_temperature_flattens_and_residual_mode_keeps_identity_path():
     torch.testing.assert_close(res(x), 2 * x)  # uniform map: x * (1 + 1)
 
 
+def test_logit_bound_caps_the_weights_and_none_lifts_it():
+    x = torch.randn(2, 4, 16, 16)
+    bounded = make_attention("softmax", 4, logit_bound=1.0)
+    free = make_attention("softmax", 4, logit_bound=None)
+    torch.nn.init.normal_(bounded.conv.weight, std=10.0)
+    free.load_state_dict(bounded.state_dict())
+    wb, wf = bounded.attention(x), free.attention(x)
+    assert wb.max() <= torch.e**2 + 1e-4 and wb.min() >= torch.e**-2 - 1e-6
+    assert wf.max() > torch.e**2  # the same conv, unclamped, concentrates far more
+    torch.testing.assert_close(wb.mean((2, 3)), torch.ones(2, 1))
+
+
 @pytest.mark.parametrize("bad", [
     dict(kind="softmax", channels=6, num_maps=4),
     dict(kind="softmax", channels=6, kernel_size=2),
     dict(kind="softmax", channels=6, temperature=0),
     dict(kind="softmax", channels=6, mode="other"),
+    dict(kind="softmax", channels=6, logit_bound=0),
     dict(kind="se", channels=6, colour="red"),
     dict(kind="transformer", channels=6),
 ])

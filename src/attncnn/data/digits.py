@@ -5,7 +5,10 @@ Each 32x32 RGB image holds one real handwritten digit (scikit-learn's bundled UC
 cut from digits of OTHER classes. A fragment is a piece of a digit's strokes at the same
 scale, so a model cannot classify by counting ink: it has to find the one whole digit. The
 digit's box (x0, y0, x1, y1 in pixels, x1/y1 exclusive) is kept in `ArrayDataset.boxes`, so
-attention maps can be scored for localisation.
+attention maps can be scored for localisation. Canvas and ink colours are random (a dark canvas,
+bright ink of any hue, for target and clutter alike), so colour says nothing about the label.
+An earlier version drew both from the whole colour cube with either polarity: no model we
+tried learned it within a CPU budget.
 
 The data set is a fixed data set, like CIFAR: it is generated from `GENERATOR_SEED`, not from
 `DataConfig.seed`, so runs with different seeds train and evaluate on the same images (the
@@ -34,6 +37,8 @@ DIGIT_PX = (12, 16)          # side of the scaled 8x8 digit, inclusive range
 FRAGMENTS = (3, 5)           # clutter pieces per image, inclusive range
 TEST_SHARE = 0.2             # of each class's source digits
 GENERATOR_SEED = 2024
+BACKGROUND = (0.0, 0.35)    # canvas colour range, per channel
+INK = (0.55, 1.0)           # ink colour range, per channel (target and clutter alike)
 CLASSES = [str(d) for d in range(10)]
 
 
@@ -77,15 +82,11 @@ def _scaled(glyphs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _colours(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """float32 [N, 3] ink colours, each at least 0.45 away (max channel difference) from its
-    background [N, 3]: the first of 8 random draws that is, else the far corner of the cube."""
-    n = len(background)
-    draws = rng.uniform(0, 1, (n, 8, 3)).astype(np.float32)
-    ok = np.abs(draws - background[:, None]).max(-1) > 0.45             # [N, 8]
-    first = draws[np.arange(n), ok.argmax(1)]
-    corner = (background < 0.5).astype(np.float32)
-    return np.where(ok.any(1)[:, None], first, corner)
+def _colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float32 [N, 3] ink colours: random hues, every channel in INK, so ink is always
+    brighter than the (BACKGROUND-range) canvas: the contrast has one polarity, the colour
+    carries no label information."""
+    return rng.uniform(*INK, (n, 3)).astype(np.float32)
 
 
 def _paint(canvas: np.ndarray, glyphs: np.ndarray, gy, gx, h, w, y, x, colour) -> np.ndarray:
@@ -121,7 +122,7 @@ def _render(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
     # All random draws first (their order fixes the data set), then painting in chunks that
     # stay in cache (several times faster than painting all images at once).
-    background = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    background = rng.uniform(*BACKGROUND, (n, 3)).astype(np.float32)
     target = rng.choice(sources, n)
     label = labels[target]
     zero = np.zeros(n, np.int64)
@@ -138,13 +139,13 @@ def _render(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         w = rng.integers(side // 3, side * 2 // 3 + 1)
         gy, gx = rng.integers(0, side - h + 1), rng.integers(0, side - w + 1)
         y, x = rng.integers(0, CANVAS - h + 1), rng.integers(0, CANVAS - w + 1)
-        colour = _colours(rng, background)
+        colour = _colours(rng, n)
         h = np.where(k < pieces, h, 0)                                 # this image has fewer pieces
         layers.append((size, glyph, gy, gx, h, w, y, x, colour))
     size = rng.integers(0, sides, n)
     side = size + DIGIT_PX[0]
     y, x = rng.integers(0, CANVAS - side + 1), rng.integers(0, CANVAS - side + 1)
-    layers.append((size, target, zero, zero, side, side, y, x, _colours(rng, background)))
+    layers.append((size, target, zero, zero, side, side, y, x, _colours(rng, n)))
 
     margin = CANVAS + DIGIT_PX[1]
     canvas = np.empty((n, CANVAS, CANVAS, 3), np.float32)
@@ -186,7 +187,7 @@ def load_digits_split(cfg: DataConfig, split: str) -> ArrayDataset:
                         mean=_MEAN, std=_STD, info={"source": "sklearn.datasets.load_digits"})
 
 
-# Per-channel statistics of the train split, measured (0.498-0.503 and 0.273-0.278): colours
-# are uniform random, so the channels agree up to sampling noise.
-_MEAN = (0.5, 0.5, 0.5)
-_STD = (0.28, 0.28, 0.28)
+# Per-channel statistics of the train split, measured (mean 0.249-0.251, std 0.189-0.190):
+# colours are uniform random, so the channels agree up to sampling noise.
+_MEAN = (0.25, 0.25, 0.25)
+_STD = (0.19, 0.19, 0.19)

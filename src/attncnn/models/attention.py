@@ -54,6 +54,12 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
     `maps` records w (mean 1 per map) [B, M, H, W].
 
     temperature divides the logits: > 1 flattens the maps, < 1 sharpens them.
+    logit_bound (default 2) soft-clamps the logits to (-b, b) with b * tanh(logits / b), so
+    no weight exceeds e^(2b) (~55 for b=2) nor falls below e^(-2b). Unbounded, a module on
+    the main path (placement "stage"/"end") can put a weight of up to H*W (1024 at 32x32) on
+    one position early in training; the activations and BN statistics behind it blow up and
+    the network stops learning (measured: ResNet-8 with stage attention stayed at chance on
+    the digits data, and learned once bounded). None switches the clamp off.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
         kernel_size: int = 3,
         temperature: float = 1.0,
         mode: str = "mean",
+        logit_bound: float | None = 2.0,
     ):
         super().__init__()
         if num_maps < 1 or channels % num_maps:
@@ -73,11 +80,14 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
             raise AttncnnError(f"softmax attention: kernel_size={kernel_size} must be odd and >= 1")
         if not temperature > 0:
             raise AttncnnError(f"softmax attention: temperature={temperature} must be > 0")
+        if logit_bound is not None and not logit_bound > 0:
+            raise AttncnnError(f"softmax attention: logit_bound={logit_bound} must be > 0 or None")
         if mode not in ("mean", "residual"):
             raise AttncnnError(f"softmax attention: mode={mode!r} must be 'mean' or 'residual'")
         self.num_maps = num_maps
         self.temperature = float(temperature)
         self.mode = mode
+        self.logit_bound = logit_bound
         self.conv = nn.Conv2d(channels, num_maps, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.conv.weight)  # uniform softmax at start: the module is the identity
         nn.init.zeros_(self.conv.bias)
@@ -86,6 +96,8 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
         """Mean-1 spatial weights [B, M, H, W] for x [B, C, H, W]."""
         b, _, h, w = x.shape
         logits = self.conv(x).flatten(2) / self.temperature  # [B, M, H*W]
+        if self.logit_bound is not None:  # soft clamp: weights stay within about e^(+-2 bound)
+            logits = self.logit_bound * torch.tanh(logits / self.logit_bound)
         a = torch.softmax(logits.float(), dim=-1).to(x.dtype)
         return (a * (h * w)).view(b, self.num_maps, h, w)
 
