@@ -17,6 +17,7 @@ them with `torch.load(weights_only=True)`, which refuses any pickle that would c
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -113,6 +114,7 @@ def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: blob, "format": "pt"})
+    os.chmod(tmp, 0o644)  # safetensors writes it private; published weights are for reading
     tmp.replace(path)
     return path
 
