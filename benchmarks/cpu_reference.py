@@ -85,7 +85,7 @@ def make_step(model):
 
 
 def main() -> None:
-    from attncnn.bench import git_state
+    from attncnn.engine.environment import git_state
     from attncnn.models import count_params, create_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -28,7 +28,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from attncnn.engine.environment import device_name, git_state
 from attncnn.errors import AttncnnError
 from attncnn.fastpath import make_infer_step, make_optimizer, make_train_step
 from attncnn.models import count_macs, count_params, create_model, get_spec
@@ -274,31 +274,14 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
     }
 
 
-def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this file, or (None, None) outside git."""
-    root = root or Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=root, capture_output=True, text=True, timeout=10).stdout
-        return commit, bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
 def environment(device: torch.device) -> dict:
     """Where a figure was measured: versions, device, threads, git commit."""
     commit, dirty = git_state()
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = f"{_cpu_model()} ({os.cpu_count()} logical cores)"
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device.type,
-        "device_name": device_name,
+        "device_name": device_name(device),
         "cuda": torch.version.cuda,
         "num_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -306,16 +289,6 @@ def environment(device: torch.device) -> dict:
         "git_commit": commit,
         "git_dirty": dirty,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 def format_table(report: dict) -> str:
