@@ -95,7 +95,7 @@ class PeakModel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.attn = SpatialSoftmaxAttention(3, kernel_size=1)
+        self.attn = SpatialSoftmaxAttention(3, kernel_size=1, logit_bound=None)  # raw logit 10
         with torch.no_grad():
             self.attn.conv.weight.zero_()
             self.attn.conv.weight[0, 0] = 10.0
