@@ -28,10 +28,9 @@ def eval_batches(cfg: DataConfig, split: str, mean, std, device):
     weights' normalisation; streaming sources (ImageNet) use their own eval loader.
     """
     from attncnn.data import DeviceLoader
-    from attncnn.data.sources import _get_source, build_loaders, load_split
+    from attncnn.data.sources import build_loaders, is_streaming, load_split
 
-    _, streaming = _get_source(cfg.name)
-    if streaming:
+    if is_streaming(cfg.name):
         loaders = build_loaders(dataclasses.replace(cfg, eval_split=split), device)
         if [round(v, 4) for v in loaders.mean] != [round(v, 4) for v in mean] or \
                 [round(v, 4) for v in loaders.std] != [round(v, 4) for v in std]:

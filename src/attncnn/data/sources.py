@@ -43,6 +43,11 @@ def _get_source(name: str) -> tuple[Callable, bool]:
     return _SOURCES[name]
 
 
+def is_streaming(name: str) -> bool:
+    """Whether source `name` streams from disk (ImageNet) instead of decoding into memory."""
+    return _get_source(name)[1]
+
+
 def _import_builtin_sources() -> None:
     """Readers register themselves on import; import those that exist in this checkout."""
     import importlib
