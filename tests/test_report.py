@@ -43,9 +43,11 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
         "final": {"top1": top1},
         "history": [{"epoch": e + 1, "eval_top1": top1 * (e + 1) / completed}
                     for e in range(completed)] if history else [],
-        "env": {"device": "cuda", "device_name": "NVIDIA H100"},
+        "env": {"device": "cuda", "device_name": "NVIDIA H100", "git_commit": "0123456789abcdef",
+                "git_dirty": False},
         "started_at": f"2026-11-25T15:{seed:02d}:00Z",
-        "weights": f"results/weights/{model}-s{seed}.safetensors",
+        "weights": f"runs/x/{model}-s{seed}/model.safetensors",
+        "published_weights": f"results/weights/{model}-s{seed}.safetensors",
     }
     path = folder / f"{doc['run_name']}.json"
     path.write_text(json.dumps(doc))
@@ -165,6 +167,17 @@ def test_provenance_names_files_weights_device_and_data(tmp_path):
     md = generate([tmp_path], plot=False)
     assert str(path) in md and "results/weights/attn_resnet110_cifar-s0.safetensors" in md
     assert "cuda (NVIDIA H100)" in md and f"{JPEG}, eval split `test` (5,000 images)" in md
+    assert "commit 0123456" in md
+    assert "runs/x/" not in md  # the run directory's copy is not what readers can re-check
+
+
+def test_unpublished_weights_are_said_to_be_missing(tmp_path):
+    path = write_result(tmp_path)
+    doc = json.loads(path.read_text())
+    del doc["published_weights"]
+    path.write_text(json.dumps(doc))
+    md = generate([tmp_path], plot=False)
+    assert "weights of 1 run(s) not published" in md and "safetensors" not in md
 
 
 def test_other_json_is_skipped_and_duplicates_count_once(tmp_path):

@@ -11,7 +11,8 @@ import sys
 
 from attncnn.errors import AttncnnError
 
-COMMANDS = ("train", "eval", "predict", "explain", "bench", "export", "report", "models")
+COMMANDS = ("train", "eval", "predict", "explain", "bench", "export", "publish", "report",
+            "models")
 
 
 def _available_commands():

@@ -70,7 +70,8 @@ class Run:
     top1: float | None          # final epoch's top-1 on the eval split (not the best epoch)
     finished: bool
     device: str
-    weights: str | None
+    weights: str | None         # the published (repository) weights file, if any
+    commit: str                 # git commit the run trained at ("+dirty": uncommitted changes)
     history: list[dict] = field(default_factory=list)
     identity: tuple = ()        # the same run found twice (runs/ and results/) counts once
 
@@ -117,10 +118,25 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         dataset=str(tags.get("dataset") or dataset_ids.get(data_name) or slug(data_name)),
         setting=setting, seed=doc.get("seed"),
         top1=final.get("top1") if isinstance(final.get("top1"), (int, float)) else None,
-        finished=finished, device=device, weights=doc.get("weights"),
+        finished=finished, device=device, weights=_published_weights(doc),
+        commit=_commit(env),
         history=list(doc.get("history") or []),
         identity=(doc.get("run_name"), doc.get("seed"), doc.get("started_at"), doc.get("finished_at")),
     )
+
+
+def _published_weights(doc: dict) -> str | None:
+    """The weights file published with the run (`attncnn publish`), not the run directory's
+    copy, which lives outside the repository."""
+    value = doc.get("published_weights")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value
+
+
+def _commit(env: dict) -> str:
+    commit = str(env.get("git_commit") or "unknown")[:7]
+    return commit + ("+dirty" if env.get("git_dirty") else "")
 
 
 def find_result_files(paths: list[str | Path]) -> list[Path]:
@@ -368,15 +384,18 @@ def _provenance(g: Group) -> str:
     devices = sorted({r.device for r in g.runs})
     seeds = ", ".join(str(r.seed) for r in g.runs)
     files = ", ".join(f"`{r.path}`" + ("" if r.finished else " (incomplete)") for r in g.runs)
-    text = f"device {', '.join(devices)}; seeds {seeds}; files {files}"
+    commits = ", ".join(sorted({r.commit for r in g.runs}))
+    text = f"device {', '.join(devices)}; commit {commits}; seeds {seeds}; files {files}"
     weights = [r.weights for r in g.runs if r.weights]
     if weights:
         text += "; weights " + ", ".join(f"`{w}`" for w in weights)
+    if len(weights) < len(g.runs):
+        text += f"; weights of {len(g.runs) - len(weights)} run(s) not published"
     return text
 
 
 CSV_FIELDS = ["table", "row", "dataset", "setting", "data", "eval_split", "num_train", "num_eval",
-              "epochs", "schedule", "batch_size", "lr", "model", "model_args", "device", "n_seeds",
+              "epochs", "schedule", "batch_size", "lr", "model", "model_args", "device", "commit", "n_seeds",
               "seeds", "top1_mean", "top1_std", "claims", "files", "weights"]
 
 
@@ -402,6 +421,7 @@ def write_csv(tables: list[Table], path: str | Path) -> None:
                                     "schedule": s.schedule, "batch_size": s.batch_size,
                                     "lr": s.lr, "model": s.model, "model_args": s.model_args,
                                     "device": "; ".join(sorted({r.device for r in g.runs})),
+                                    "commit": " ".join(sorted({r.commit for r in g.runs})),
                                     "n_seeds": g.n, "seeds": " ".join(str(r.seed) for r in g.done),
                                     "top1_mean": "" if g.mean is None else f"{g.mean:.4f}",
                                     "top1_std": "" if g.std is None else f"{g.std:.4f}",

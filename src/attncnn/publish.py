@@ -1,0 +1,118 @@
+"""Publish finished runs: their results file and a small weights file, into the repository.
+
+    publish_run("runs/cifar10_jpeg/attn_resnet110/attn_resnet110_cifar-folder-s0",
+                results_dir="results/cifar10_jpeg", weights_dir="results/weights")
+
+A run directory holds `results.json` and `model.safetensors` (float32). Publishing writes
+    <results_dir>/<stem>.json             the results record plus "published_weights"
+    <weights_dir>/<stem>.safetensors      the weights, float16 by default (half the bytes)
+with stem `<model>-<data>-s<seed>` (data: the run's `dataset` tag, else its data source),
+so that anyone can re-check the figure with `attncnn eval --weights`. With `check`, the
+published weights are evaluated on the run's own eval split and the figure is recorded
+beside the run's ("published_check"): a float16 copy may differ from float32 in the last
+decimal.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from attncnn.errors import AttncnnError
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, Path]:
+    """(results record, weights path) of a run directory; one-line errors if either is off."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AttncnnError(f"run directory {run_dir} does not exist")
+    results, weights = run_dir / "results.json", run_dir / "model.safetensors"
+    if not results.is_file():
+        raise AttncnnError(f"{run_dir} has no results.json: is it a run directory?")
+    try:
+        record = json.loads(results.read_text())
+    except (OSError, ValueError) as err:
+        raise AttncnnError(f"{results} is not readable JSON ({err})") from None
+    if not isinstance(record, dict) or record.get("schema") != "attncnn.result/1":
+        raise AttncnnError(f"{results} is not an attncnn results file")
+    if not weights.is_file():
+        raise AttncnnError(f"{run_dir} has no model.safetensors (the run wrote no weights)")
+    return record, weights
+
+
+def published_stem(record: dict) -> str:
+    """`<model>-<data>-s<seed>`, e.g. attn_resnet110_cifar-cifar10jpeg-s0."""
+    data = (record.get("tags") or {}).get("dataset") or (record.get("data") or {}).get("source")
+    data = re.sub(r"[^a-z0-9]+", "", str(data or "data").lower()) or "data"
+    return f"{record.get('model', 'model')}-{data}-s{record.get('seed', 0)}"
+
+
+def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str | Path, *,
+                dtype: str = "float16", check: bool = False, allow_unfinished: bool = False,
+                overwrite: bool = False, device: str = "cpu") -> dict:
+    """Publish one run (see the module docstring); returns the published record.
+
+    A run that has not finished is refused unless `allow_unfinished` (its record then says
+    so: the report marks it). Existing published files of *another* run are never
+    overwritten unless `overwrite`; re-publishing the same run replaces its files.
+    """
+    from attncnn.engine.results import write_json_atomic
+    from attncnn.weights import create_model_from_weights, save_weights
+
+    if dtype not in DTYPES:
+        raise AttncnnError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    record, weights = read_run(run_dir)
+    status = record.get("status")
+    if status != "finished" and not allow_unfinished:
+        raise AttncnnError(f"{run_dir}: the run has not finished (status {status!r}, "
+                           f"{record.get('epochs_completed')} epochs); resume it, or pass "
+                           f"--allow-unfinished")
+    stem = published_stem(record)
+    results_path = Path(results_dir) / f"{stem}.json"
+    weights_path = Path(weights_dir) / f"{stem}.safetensors"
+    _refuse_other_run(results_path, record, overwrite)
+
+    model, meta = create_model_from_weights(weights, "cpu")
+    save_weights(weights_path, model, classes=meta["classes"], mean=meta["mean"], std=meta["std"],
+                 input_size=meta["input_size"], summary=meta.get("summary"),
+                 dtype=None if dtype == "float32" else DTYPES[dtype])
+    published = dict(record)
+    published["published_weights"] = weights_path.as_posix()
+    published["published_weights_dtype"] = dtype
+    if check:
+        published["published_check"] = check_published(weights_path, run_dir, record, device)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(published, results_path)
+    return published
+
+
+def check_published(weights_path: Path, run_dir: str | Path, record: dict, device: str) -> dict:
+    """Top-1 of the published weights on the run's eval split, beside the run's own."""
+    from attncnn.engine.config import load_config
+    from attncnn.evaluation import evaluate_weights
+
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        raise AttncnnError(f"{run_dir} has no config.yaml: cannot re-evaluate its weights")
+    data_cfg = load_config(config).data
+    result = evaluate_weights(weights_path, data_cfg, device=device)
+    return {"top1": result["final"]["top1"], "top5": result["final"]["top5"],
+            "split": result["data"]["split"], "run_top1": (record.get("final") or {}).get("top1"),
+            "weights_sha256": result["weights_sha256"]}
+
+
+def _refuse_other_run(path: Path, record: dict, overwrite: bool) -> None:
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    same = all(old.get(k) == record.get(k) for k in ("run_name", "seed", "started_at"))
+    if not same:
+        raise AttncnnError(f"{path} already holds another run ({old.get('run_name')!r} started "
+                           f"{old.get('started_at')}); pass --overwrite to replace it")

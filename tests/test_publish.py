@@ -1,0 +1,88 @@
+"""`attncnn publish`: a finished run's results and float16 weights land in the repository,
+named by model, data and seed, and the report then points at them."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attncnn import AttncnnError
+from attncnn.cli import main
+from attncnn.engine.train import train
+from attncnn.publish import publish_run
+from attncnn.weights import read_weights_metadata
+from engine_toy import one_thread, toy_config  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tmp = tmp_path_factory.mktemp("runs")
+        cfg = toy_config(tmp, schedule={"epochs": 1, "milestones": []},
+                         run={"tags": {"dataset": "toy_set"}})
+        train(cfg, quiet=True)
+    finally:
+        torch.set_num_threads(before)
+    return tmp / "toy"
+
+
+def test_publish_writes_named_results_and_float16_weights(run_dir, tmp_path):
+    record = publish_run(run_dir, tmp_path / "results", tmp_path / "weights")
+    stem = "attn_resnet20_cifar-toyset-s0"
+    published = json.loads((tmp_path / "results" / f"{stem}.json").read_text())
+    assert published == record
+    assert published["published_weights"] == (tmp_path / "weights" / f"{stem}.safetensors").as_posix()
+    assert published["final"] == json.loads((run_dir / "results.json").read_text())["final"]
+    meta = read_weights_metadata(published["published_weights"])
+    assert meta["dtype"] == "float16" and meta["model"] == "attn_resnet20_cifar"
+
+
+def test_publish_check_re_evaluates_the_published_copy(run_dir, tmp_path, one_thread):  # noqa: F811
+    record = publish_run(run_dir, tmp_path, tmp_path, check=True, dtype="float32")
+    check = record["published_check"]
+    assert check["split"] == "test" and check["run_top1"] == record["final"]["top1"]
+    # float32 weights are the run's own: the same figure exactly
+    assert check["top1"] == pytest.approx(record["final"]["top1"], abs=1e-9)
+
+
+def test_publish_refuses_another_runs_file_and_unfinished_runs(run_dir, tmp_path):
+    publish_run(run_dir, tmp_path, tmp_path)
+    publish_run(run_dir, tmp_path, tmp_path)  # the same run again: replaced, no error
+    target = next(tmp_path.glob("*.json"))
+    other = json.loads(target.read_text()) | {"started_at": "2020-01-01T00:00:00Z"}
+    target.write_text(json.dumps(other))
+    with pytest.raises(AttncnnError, match="another run"):
+        publish_run(run_dir, tmp_path, tmp_path)
+    publish_run(run_dir, tmp_path, tmp_path, overwrite=True)
+
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    doc = json.loads((run_dir / "results.json").read_text()) | {"status": "stopped"}
+    (stopped / "results.json").write_text(json.dumps(doc))
+    (stopped / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes())
+    with pytest.raises(AttncnnError, match="has not finished"):
+        publish_run(stopped, tmp_path / "r", tmp_path / "w")
+    assert publish_run(stopped, tmp_path / "r", tmp_path / "w", allow_unfinished=True)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "does not exist"),
+    (lambda d: d.mkdir(), "no results.json"),
+    (lambda d: (d.mkdir(), (d / "results.json").write_text("{")), "not readable JSON"),
+    (lambda d: (d.mkdir(), (d / "results.json").write_text('{"schema": "attncnn.result/1"}')),
+     "no model.safetensors"),
+])
+def test_publish_bad_run_directory_is_one_line_exit_2(tmp_path, capsys, make, message):
+    make(tmp_path / "run")
+    assert main(["publish", str(tmp_path / "run"), "--results", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_cli_publish_prints_the_published_path(run_dir, tmp_path, capsys):
+    assert main(["publish", str(run_dir), "--results", str(tmp_path), "--weights",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "attn_resnet20_cifar-toyset-s0.safetensors" in out and Path(out.split("-> ")[1].strip()).is_file()
