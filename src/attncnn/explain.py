@@ -241,7 +241,8 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
                     out.append(AttentionMap(f"{name}#{m}", placement, kind,
                                             distribution(raw[:, m]), raw))
             else:
-                out.append(AttentionMap(name, placement, kind, distribution(raw.float().mean(1)), raw))
+                out.append(AttentionMap(name, placement, kind,
+                                        distribution(raw.float().mean(1)), raw))
         if overall and len(out) > 1:
             mean = torch.stack([a.map for a in out]).mean(0)
             out.append(AttentionMap("overall", "all", "mean", mean, mean))
