@@ -3,15 +3,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attncnn.explain import (
     AttentionMap,
+    Grid,
     LocalisationMeter,
     attention_maps,
     box_masks,
     gradcam,
     localisation,
+    record_grids,
     to_distribution,
 )
 from attncnn.models import SpatialSoftmaxAttention, create_model
@@ -77,7 +80,8 @@ def test_multi_map_modules_give_their_mean_or_each_map():
     split = attention_maps(model, images, split_maps=True)
     assert [a.name for a in split] == ["attention#0", "attention#1"]
     assert mean.raw.shape == (2, 2, 4, 4)
-    assert torch.allclose(mean.map, to_distribution(mean.raw.mean(1), (16, 16)))
+    cifar_last_stage = Grid((4.0, 4.0), (0.0, 0.0))            # cell i on pixel 4i
+    assert torch.allclose(mean.map, to_distribution(mean.raw.mean(1), (16, 16), cifar_last_stage))
     assert not torch.allclose(split[0].map, split[1].map)
 
 
@@ -201,6 +205,74 @@ def test_gradcam_of_a_resnet_equals_cam():
 def test_an_all_zero_map_becomes_uniform():
     d = to_distribution(torch.zeros(1, 2, 2), (4, 4))
     assert torch.allclose(d, torch.full((1, 4, 4), 1 / 16))
+
+
+# --- alignment: a map cell lands on the pixel its receptive field centres on ---------------
+
+@pytest.mark.parametrize("name, overrides, size", [
+    ("resnet20_cifar", dict(depth=8), 48),                  # stride-2 3x3 convs: cell i at 4i
+    ("densenet_bc100_k12", dict(depth=16, growth=4), 64),   # 2x2 average pools: 4i + 1.5
+    ("resnet9", dict(width=4), 96),                         # 2x2 max pools: 8i + 3.5
+])
+def test_grid_is_the_receptive_field_centre_of_the_last_stage(name, overrides, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, **overrides).eval()
+    x = torch.randn(4, 3, size, size, requires_grad=True)
+    with record_grids(model, (size, size)) as grids:
+        features = model.forward_features(x)
+    i, j = features.shape[-2] // 2, features.shape[-1] // 2 - 1    # an interior cell
+    features[:, :, i, j].sum().backward()
+    g = x.grad.abs().sum((0, 1))                            # the cell's receptive field
+    rows, cols = g.sum(1).nonzero().flatten(), g.sum(0).nonzero().flatten()
+    assert rows.min() > 0 and rows.max() < size - 1         # unclipped by the border
+    grid = grids[tuple(features.shape[-2:])]
+    assert grid.stride[0] * i + grid.offset[0] == (rows.min() + rows.max()) / 2
+    assert grid.stride[1] * j + grid.offset[1] == (cols.min() + cols.max()) / 2
+
+
+class CellLogits(nn.Module):
+    """Stands in for an attention conv: logit 10 at cell (i, j), 0 elsewhere."""
+
+    def __init__(self, i, j):
+        super().__init__()
+        self.i, self.j = i, j
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 1, *x.shape[-2:])
+        logits[:, :, self.i, self.j] = 10.0
+        return logits
+
+
+@pytest.mark.parametrize("cell", [(0, 0), (2, 5), (7, 3)])
+def test_attention_at_cell_ij_of_a_cifar_resnet_peaks_on_pixel_4i_4j(cell):
+    # The last stage of a CIFAR ResNet is stride 4 with cell i centred on pixel 4i (stride-2
+    # 3x3 convs with padding 1; the shortcuts subsample x[::2]). Evenly tiled resizing
+    # (align_corners=False) would put the peak at 4i + 1.5.
+    model = small_model("softmax", "end")
+    model.attention.conv = CellLogits(*cell)
+    (a,) = attention_maps(model, torch.randn(2, 3, 32, 32))
+    peak = a.map[0].flatten().argmax().item()
+    assert divmod(peak, 32) == (4 * cell[0], 4 * cell[1])
+    assert torch.equal(a.map[0], a.map[1])
+
+
+def test_to_distribution_puts_a_cell_on_its_grid_position():
+    one_hot = torch.zeros(1, 4, 4)
+    one_hot[0, 1, 2] = 1.0
+    on_pixels = to_distribution(one_hot, (16, 16), Grid((4.0, 4.0), (0.0, 0.0)))
+    assert divmod(on_pixels[0].flatten().argmax().item(), 16) == (4, 8)
+    between = to_distribution(one_hot, (16, 16), Grid((4.0, 4.0), (0.5, 0.0)))   # row 4.5
+    assert between[0, 4, 8] == between[0, 5, 8] == between[0].max()
+    assert to_distribution(one_hot, (16, 16), Grid((4.0, 4.0), (0.0, 0.0)))[0, 9:, :].sum() == 0
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 20), (13, 7)])
+def test_without_a_grid_cells_tile_the_image_like_interpolate(size):
+    # Maps of unknown geometry keep the old behaviour: F.interpolate, align_corners=False.
+    maps = torch.rand(3, 8, 8)
+    expected = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    expected = expected / expected.sum((1, 2), keepdim=True)
+    assert torch.allclose(to_distribution(maps, size), expected, atol=1e-7)
 
 
 # --- the command: PNGs, score table and JSON ------------------------------------------------

@@ -6,11 +6,18 @@
 attention (the baseline, SE, whose gates are per channel, not per position) get Grad-CAM
 of their last stage instead, so every model can be compared on the same pictures.
 
-Normalisation: every returned `map` is at input resolution [B, H_in, W_in] (bilinear
-upsampling, align_corners=False), non-negative, and sums to 1 over the pixels of each image:
-a distribution of "where the attention is". Values are comparable across modules and models
-(a uniform map is 1/(H_in*W_in) everywhere). `raw` keeps what the module computed, at its
-own resolution, before any of this.
+Normalisation: every returned `map` is at input resolution [B, H_in, W_in], non-negative,
+and sums to 1 over the pixels of each image: a distribution of "where the attention is".
+Values are comparable across modules and models (a uniform map is 1/(H_in*W_in) everywhere).
+`raw` keeps what the module computed, at its own resolution, before any of this.
+
+Alignment: a map cell is put on the input pixel its receptive field centres on, and the map
+is interpolated bilinearly between those pixels (`Grid`, `record_grids`). The geometry is
+the model's: a stride-2 3x3 conv with padding 1 (our ResNets) puts output cell i on input
+cell 2i, a 2x2 pooling (DenseNet, ResNet-9) on 2i + 0.5. Plain resizing
+(F.interpolate, align_corners=False) assumes the latter everywhere; on a CIFAR ResNet's
+stride-4 last stage it moved every map 1.5 px down and right (measured:
+benchmarks/explain_alignment.py).
 
 `localisation_scores(maps, boxes)` scores maps against object boxes (x0, y0, x1, y1 pixels,
 x1/y1 exclusive, as in `ArrayDataset.boxes`):
@@ -27,6 +34,9 @@ A pixel (row i, column j) covers [j, j+1) x [i, i+1); it is inside a box when it
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import contextlib
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -63,14 +73,78 @@ class AttentionMap:
     raw: torch.Tensor
 
 
-def to_distribution(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """maps [B, h, w] (>= 0) -> [B, *size], bilinear upsampled, each image summing to 1.
+@dataclass(frozen=True)
+class Grid:
+    """Where the cells of a feature map lie on the input, per axis (y, x): cell i centres on
+    input pixel index stride * i + offset (a fraction when it falls between pixels)."""
+
+    stride: tuple[float, float]
+    offset: tuple[float, float]
+
+    @staticmethod
+    def even(cells: tuple[int, int], size: tuple[int, int]) -> "Grid":
+        """Cells tiling the input evenly, each at the centre of its block of pixels: the
+        geometry F.interpolate(align_corners=False) assumes, for maps of unknown origin."""
+        stride = tuple(n / c for n, c in zip(size, cells))
+        return Grid(stride, tuple((s - 1) / 2 for s in stride))
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+@contextlib.contextmanager
+def record_grids(model: nn.Module, size: tuple[int, int]) -> Iterator[dict[tuple[int, int], Grid]]:
+    """Work out the grid of every feature-map resolution during the forward passes inside.
+
+    Yields {(h, w): Grid}, filled as convolutions and poolings run: a layer (kernel k,
+    stride s, padding p, dilation d) on a map of grid (S, o) gives output cell j the input
+    position s*j - p + d*(k-1)/2, i.e. the grid (S*s, o + S*(d*(k-1)/2 - p)). The input
+    `size` is the grid (1, 0). The first layer in forward order to produce a resolution
+    defines it; layers on a resolution not seen yet (after a functional resize) are skipped.
+    """
+    grids = {tuple(size): Grid((1.0, 1.0), (0.0, 0.0))}
+
+    def hook(module, inputs, output):
+        grid = grids.get(tuple(inputs[0].shape[-2:]))
+        if grid is None or isinstance(module.padding, str):
+            return
+        k, s = _pair(module.kernel_size), _pair(module.stride)
+        p, d = _pair(module.padding), _pair(getattr(module, "dilation", 1))
+        grids.setdefault(tuple(output.shape[-2:]), Grid(
+            tuple(g * si for g, si in zip(grid.stride, s)),
+            tuple(o + g * (di * (ki - 1) / 2 - pi)
+                  for o, g, ki, pi, di in zip(grid.offset, grid.stride, k, p, d))))
+
+    layers = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
+    try:
+        yield grids
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def interpolation_matrix(pixels: int, cells: int, stride: float, offset: float) -> torch.Tensor:
+    """[pixels, cells]: bilinear weights of the cells for every pixel of one axis, cell i sitting
+    on pixel stride * i + offset. Pixels beyond the first or last cell take its value."""
+    position = ((torch.arange(pixels) - offset) / stride).clamp(0, cells - 1)   # in cells
+    return (1 - (position[:, None] - torch.arange(cells)).abs()).clamp_min(0)
+
+
+def to_distribution(maps: torch.Tensor, size: tuple[int, int], grid: Grid | None = None
+                    ) -> torch.Tensor:
+    """maps [B, h, w] (>= 0) -> [B, *size], bilinear between the cells' positions `grid`
+    (default: evenly tiled, `Grid.even`), each image summing to 1.
 
     An image whose map is all zero (Grad-CAM whose ReLU removed everything) becomes uniform:
     "no preference" is the honest reading of an empty map.
     """
-    up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)
-    up = up[:, 0].clamp_min(0)
+    cells = tuple(maps.shape[-2:])
+    grid = grid or Grid.even(cells, size)
+    wy, wx = (interpolation_matrix(n, c, s, o).to(maps.device)
+              for n, c, s, o in zip(size, cells, grid.stride, grid.offset))
+    up = torch.einsum("ph,bhw,qw->bpq", wy, maps.float(), wx).clamp_min(0)
     total = up.sum((1, 2), keepdim=True)
     uniform = torch.full_like(up, 1.0 / (size[0] * size[1]))
     return torch.where(total > 0, up / total.clamp_min(1e-30), uniform)
@@ -150,8 +224,13 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), record_attention(model) as recorded:
+        with torch.no_grad(), record_attention(model) as recorded, \
+                record_grids(model, size) as grids:
             model(images)
+
+        def distribution(maps):
+            return to_distribution(maps, size, grids.get(tuple(maps.shape[-2:])))
+
         out = []
         for name, module in modules:
             raw = recorded[name]
@@ -160,17 +239,17 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
             if split_maps and raw.shape[1] > 1:
                 for m in range(raw.shape[1]):
                     out.append(AttentionMap(f"{name}#{m}", placement, kind,
-                                            to_distribution(raw[:, m], size), raw))
+                                            distribution(raw[:, m]), raw))
             else:
                 out.append(AttentionMap(name, placement, kind,
-                                        to_distribution(raw.float().mean(1), size), raw))
+                                        distribution(raw.float().mean(1)), raw))
         if overall and len(out) > 1:
             mean = torch.stack([a.map for a in out]).mean(0)
             out.append(AttentionMap("overall", "all", "mean", mean, mean))
         if gradcam_mode == "always" or (gradcam_mode == "auto" and not modules):
             cam, _ = gradcam(model, images, target)
-            out.append(AttentionMap("gradcam", "last-stage", "gradcam",
-                                    to_distribution(cam, size), cam[:, None]))
+            out.append(AttentionMap("gradcam", "last-stage", "gradcam", distribution(cam),
+                                    cam[:, None]))
     finally:
         model.train(was_training)
     return out
