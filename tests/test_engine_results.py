@@ -108,3 +108,17 @@ def test_a_terminal_gets_a_progress_bar_with_rate_and_eta():
     quiet = Terminal()
     Progress(enabled=True, quiet=True, stream=quiet).start_epoch(1, 3, 10, 0)
     assert quiet.getvalue() == ""
+
+
+def test_git_state_outside_a_checkout_takes_the_stamped_commit(tmp_path, monkeypatch):
+    from attncnn.engine.environment import git_state
+
+    monkeypatch.delenv("ATTNCNN_GIT_COMMIT", raising=False)
+    assert git_state(tmp_path) == (None, None)  # tmp_path is no git checkout
+    monkeypatch.setenv("ATTNCNN_GIT_COMMIT", "abc1234")
+    monkeypatch.setenv("ATTNCNN_GIT_DIRTY", "1")
+    assert git_state(tmp_path) == ("abc1234", True)
+    import attncnn
+
+    if (Path(attncnn.__file__).resolve().parents[2] / ".git").exists():
+        assert git_state()[0] != "abc1234"  # a real checkout wins over the stamp

@@ -16,8 +16,9 @@ def utc_now() -> str:
 
 
 def git_state(path: str | Path | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding `path` (default: this package), or
-    (None, None) outside a git checkout (an installed wheel)."""
+    """(commit, dirty) of the checkout holding `path` (default: this package). Outside a git
+    checkout (an installed wheel, a copy of the tree on another machine): the commit named
+    by $ATTNCNN_GIT_COMMIT (dirty if $ATTNCNN_GIT_DIRTY is 1), else (None, None)."""
     path = Path(path or Path(__file__).resolve().parent)
 
     def git(*args):
@@ -28,6 +29,9 @@ def git_state(path: str | Path | None = None) -> tuple[str | None, bool | None]:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
+        stamped = os.environ.get("ATTNCNN_GIT_COMMIT", "").strip()
+        if stamped:
+            return stamped, os.environ.get("ATTNCNN_GIT_DIRTY") == "1"
         return None, None
     return commit, dirty
 
