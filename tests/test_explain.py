@@ -325,6 +325,7 @@ def test_explain_command_writes_decodable_pngs_and_a_score_table(weights_files, 
         assert im.format == "PNG" and im.width > 300 and im.height > 800
     report = json.loads((out / "scores.json").read_text())
     assert report["num"] == 12 and report["tolerance"] == 1.0
+    assert report["env"]["device"] == "cpu" and "git_commit" in report["env"]  # provenance
     attn, base = report["models"]
     assert [r["name"] for r in attn["rows"]] == ["stages.0.1", "stages.1.1", "stages.2.1", "overall"]
     assert [r["name"] for r in base["rows"]] == ["gradcam"]

@@ -103,10 +103,13 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:
             print(f"wrote {path}")
     if args.score:
+        from attncnn.engine.environment import environment, utc_now
+
         report = {
             "data": data_name, "split": args.split if args.data else None, "num": len(images),
             "seed": args.seed, "tolerance": args.tolerance, "gradcam": args.gradcam,
             "target": args.target,
+            "env": environment(torch.device(args.device), 1), "created_at": utc_now(),
             "models": [{"label": m["label"], "weights": m["path"], "model": m["meta"].get("model"),
                         "top1": m["top1"], "rows": m["rows"]} for m in models],
         }
