@@ -13,7 +13,8 @@ works end to end (its accuracies and times mean nothing).
 Our recipe (`RECIPE`, docs/bench.md): attn_resnet9 (ResNet-9 of "How to train your
 ResNet" with the paper's spatial softmax attention after each stage), batch 512, SGD Nesterov
 0.9, peak lr 0.4 with a linear one-cycle (20% up, then down to 0), weight decay 5e-4, label
-smoothing 0.2, random translation 4 px + flip done on the GPU, bf16 autocast, channels_last,
+smoothing 0.2, random translation 4 px + flip (drawn per epoch on the CPU, applied on the
+GPU by `attncnn.data.DeviceLoader`), bf16 autocast, channels_last,
 torch.compile, evaluation with flip test-time augmentation.
 airbench: the `airbench` package's train94 (its airbench94 network and recipe, its own data
 loader and TTA), fed the same JPEG-decoded images through the train.pt/test.pt files its
@@ -36,7 +37,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from unittest import mock
 
@@ -46,11 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from attncnn.bench import environment, synchronize  # noqa: E402
-from attncnn.data import DataConfig  # noqa: E402
+from attncnn.data import DataConfig, DeviceLoader  # noqa: E402
 from attncnn.data.dataset import ArrayDataset  # noqa: E402
 from attncnn.data.sources import load_split  # noqa: E402
-from attncnn.fastpath import (DeviceBatches, make_infer_step, make_optimizer,  # noqa: E402
-                              make_train_step, one_cycle)
+from attncnn.fastpath import (make_infer_step, make_optimizer, make_train_step,  # noqa: E402
+                              one_cycle)
 from attncnn.models import create_model  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -107,7 +108,8 @@ def build_ours(recipe: Recipe, device: torch.device, num_classes: int):
 class Ours:
     """Our recipe on one device. The model is built and compiled once; every run restores the
     same initial weights into it, so compilation happens once, in the warm-up, and never
-    inside a timed run."""
+    inside a timed run. Every run also sees the same batches: epoch e's order, crops and
+    flips are a function of (seed, e)."""
 
     def __init__(self, recipe: Recipe, train: ArrayDataset, test: ArrayDataset,
                  device: torch.device, seed: int = 0):
@@ -115,13 +117,12 @@ class Ours:
         self.recipe, self.device = recipe, device
         self.model, self.run = build_ours(recipe, device, train.num_classes)
         self.initial = copy.deepcopy(self.model.state_dict())
-        self.batches = DeviceBatches(train.images, train.labels, recipe.batch_size,
-                                     mean=CIFAR_MEAN, std=CIFAR_STD, device=device, train=True,
-                                     crop_padding=recipe.crop_padding,
-                                     channels_last=recipe.channels_last, seed=seed)
-        self.test_batches = DeviceBatches(test.images, test.labels, 1000, mean=CIFAR_MEAN,
-                                          std=CIFAR_STD, device=device, train=False,
-                                          channels_last=recipe.channels_last)
+        train, test = (replace(d, mean=CIFAR_MEAN, std=CIFAR_STD) for d in (train, test))
+        self.batches = DeviceLoader(train, recipe.batch_size, train=True, device=device,
+                                    seed=seed, crop_padding=recipe.crop_padding,
+                                    channels_last=recipe.channels_last)
+        self.test_batches = DeviceLoader(test, 1000, train=False, device=device,
+                                         channels_last=recipe.channels_last)
 
     def warm_up(self, steps: int = 3) -> float:
         """Compile and autotune (training and evaluation graphs); seconds taken."""
@@ -146,7 +147,8 @@ class Ours:
         model.train()
         while steps < total:
             loss_sum = torch.zeros((), device=device)
-            for x, y in self.batches.epoch():
+            epoch = len(epoch_losses)  # counted from 0 in every run
+            for x, y in self.batches.epoch(epoch):
                 loss_sum += step(x, y)  # stays on the device: no sync in the loop
                 schedule.step()
                 steps += 1
@@ -171,7 +173,7 @@ class Ours:
         for x, y in self.test_batches.epoch():
             correct += (infer(x).argmax(1) == y).sum()
         self.model.train()
-        return 100.0 * int(correct) / len(self.test_batches.labels)
+        return 100.0 * int(correct) / self.test_batches.num_samples
 
 
 # ---------------------------------------------------------------- airbench

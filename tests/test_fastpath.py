@@ -1,5 +1,5 @@
-"""fastpath: device-side batches are true crops/flips of the data; the step trains; the
-time-to-accuracy script refuses to time on a CPU."""
+"""fastpath: the step trains, the schedule is a one-cycle; the time-to-accuracy script refuses
+to time on a CPU. (Its batches come from DeviceLoader: tests/test_loader.py.)"""
 import importlib.util
 import sys
 from pathlib import Path
@@ -7,45 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attncnn.fastpath import DeviceBatches, make_optimizer, make_train_step, one_cycle
+from attncnn.fastpath import make_optimizer, make_train_step, one_cycle
 from attncnn.models import create_model
-
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-def _images(n=12, size=8):
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(1, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-
-
-def _unnormalise(x):
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD).view(1, 3, 1, 1) * 255
-    return (x * std + mean).round().to(torch.int64)
-
-
-def test_train_batches_are_shifted_or_mirrored_copies_of_their_images():
-    images, labels = _images(), torch.arange(12)
-    loader = DeviceBatches(images, labels, 4, mean=MEAN, std=STD, device="cpu", train=True,
-                           crop_padding=2, channels_last=True, seed=1)
-    seen = []
-    for x, y in loader.epoch():
-        assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
-        for img, label in zip(_unnormalise(x), y):
-            src = torch.nn.functional.pad(images[label].to(torch.int64), (2, 2, 2, 2))
-            candidates = [src[:, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
-            candidates += [c.flip(-1) for c in candidates]
-            assert any(torch.equal(img, c) for c in candidates)
-        seen.append(y)
-    assert sorted(torch.cat(seen).tolist()) == list(range(12))  # a permutation, drop_last exact
-
-
-def test_eval_batches_are_the_images_in_order():
-    images, labels = _images(10), torch.arange(10)
-    loader = DeviceBatches(images, labels, 4, mean=MEAN, std=STD, device="cpu", train=False)
-    xs, ys = zip(*loader.epoch())
-    assert len(loader) == 3 and torch.equal(torch.cat(ys), labels)
-    assert torch.equal(_unnormalise(torch.cat(xs)), images.to(torch.int64))
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
