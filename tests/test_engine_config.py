@@ -91,6 +91,13 @@ def test_bad_values_are_one_line_errors(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["..", "../elsewhere", "a/../../b", "/tmp/abs", "a\\b", ".", ""])
+def test_a_run_name_that_would_leave_out_dir_is_refused_at_load(name):
+    with pytest.raises(AttncnnError, match="run.name must be a plain directory name") as err:
+        config_from_dict({"run": {"name": name}})
+    assert "\n" not in str(err.value)
+
+
 def test_invalid_yaml_and_missing_file(tmp_path):
     with pytest.raises(AttncnnError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -57,7 +57,7 @@ class ScheduleConfig:
 class RunConfig:
     seed: int = 0
     out_dir: str = "runs"               # run directory = out_dir/name
-    name: Union[str, None] = None       # default: <model>-<data>-s<seed>
+    name: Union[str, None] = None       # default: <model>-<data>-s<seed>; a plain directory name
     device: str = AUTO                  # auto | cpu | cuda | cuda:N
     amp: Union[str, bool] = AUTO        # auto: bf16 autocast on CUDA, off on CPU
     channels_last: Union[str, bool] = AUTO  # auto: on for CUDA
@@ -324,6 +324,11 @@ def _check_values(cfg: Config, source: str) -> None:
         bad("run.checkpoint_every_steps", f"must be >= 0, got {cfg.run.checkpoint_every_steps}")
     if cfg.run.eval_every_epochs < 1:
         bad("run.eval_every_epochs", f"must be >= 1, got {cfg.run.eval_every_epochs}")
+    name = cfg.run.name
+    # the run directory is out_dir/name: a separator or a dot-name would put it elsewhere
+    if name is not None and (name in ("", ".", "..") or any(c in name for c in "/\\\0")):
+        bad("run.name", f"must be a plain directory name (no '/' or '\\', not '.' or '..'), "
+                        f"got {name!r}")
     device = cfg.run.device
     if not (device in (AUTO, "cpu", "cuda", "mps")
             or (device.startswith("cuda:") and device[5:].isdigit())):
