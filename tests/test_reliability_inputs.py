@@ -107,6 +107,8 @@ ABSURD = {
     "run.checkpoint_every_steps": [-1],
     "run.device": ["tpu", "cuda:x"],
     "run.name": ["..", "../escaped", "/tmp/absolute"],
+    "data.label_mode": ["medium", 3],
+    "data.eval_split": ["tset"],
     "model.name": ["attn_resnet21_cifar", ""],
 }
 

@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import yaml
 
-from attncnn.data.config import DataConfig
+from attncnn.data.config import LABEL_MODES, DataConfig
 from attncnn.errors import AttncnnError
 
 AUTO = "auto"
@@ -192,10 +192,24 @@ def _apply_override(raw: dict, item: str) -> None:
 def _check_keys(values: dict, known, source: str, prefix: str) -> None:
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else \
+            close = _closest(key, known)
+            hint = f"; did you mean '{prefix}{close}'?" if close else \
                 f" (known: {', '.join(known)})"
             raise AttncnnError(f"{source}: unknown key '{prefix}{key}'{hint}")
+
+
+def _check_choice(value, allowed, source: str, key: str) -> None:
+    if value not in allowed:
+        close = _closest(value, allowed)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise AttncnnError(f"{source}: {key} must be one of {', '.join(allowed)}, "
+                           f"got {value!r}{hint}")
+
+
+def _closest(word, known) -> str | None:
+    """The known name a typo most likely meant, if any is close enough."""
+    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.5)
+    return close[0] if close else None
 
 
 def _suggest_dotted(key: str) -> str:
@@ -275,7 +289,9 @@ def _check_values(cfg: Config, source: str) -> None:
         value = getattr(cfg.run, key)
         if isinstance(value, str) and value != AUTO:
             bad(f"run.{key}", f"must be auto, true or false, got {value!r}")
-    from attncnn.models import get_spec  # fail now, not after a data set scan
+    # model and split names are checked now, not after a data set scan
+    from attncnn.data.sources import source_splits
+    from attncnn.models import get_spec
 
     try:
         get_spec(cfg.model.name)
@@ -316,6 +332,12 @@ def _check_values(cfg: Config, source: str) -> None:
     for key in ("crop_padding", "workers"):
         if getattr(cfg.data, key) < 0:
             bad(f"data.{key}", f"must be >= 0, got {getattr(cfg.data, key)}")
+    _check_choice(cfg.data.label_mode, LABEL_MODES, source, "data.label_mode")
+    splits = source_splits(cfg.data.name)   # None: splits are folder names, anything goes
+    if splits is not None:
+        _check_choice(cfg.data.train_split, splits, source, "data.train_split")
+        # "val" is carved out of train (data.val_fraction), so every such source has it
+        _check_choice(cfg.data.eval_split, (*splits, "val"), source, "data.eval_split")
     if not 0 <= cfg.data.val_fraction < 1:
         bad("data.val_fraction", f"must be in [0, 1), got {cfg.data.val_fraction}")
     if cfg.data.image_size is not None and cfg.data.image_size < 1:
