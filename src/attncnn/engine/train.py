@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from attncnn.atomic import atomic_target
 from attncnn.data import build_loaders
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import AUTO, Config, dump_config, load_config
@@ -406,13 +406,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
     """config.yaml is what --resume reads back: a half-written one (a kill or a full disk
     mid-write) would resume with defaults for the missing keys, so write a temp file and
     rename it."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            tmp.write_text(text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise AttncnnError(f"cannot write {path}: {err.strerror or err}") from None
 
 
