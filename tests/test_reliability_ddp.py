@@ -1,8 +1,9 @@
 """Distributed faults: when one of 2 gloo ranks fails mid-epoch, every rank exits non-zero
-within a bounded time (no rank hangs in a collective waiting for a dead peer).
+within a bounded time (no rank hangs in a collective waiting for a dead peer), and a rank
+that hangs ends the other after run.dist_timeout_s.
 
-Faults come from tests/reliability_child.py ($RELIABILITY_FAULTS: a rank raises when a
-given global step starts) or from the test (SIGKILL of one rank). Ranks are started by
+Faults come from tests/reliability_child.py ($RELIABILITY_FAULTS: a rank raises, or
+sleeps, when a given global step starts) or from the test (SIGKILL of one rank). Ranks are started by
 torchrun (--max-restarts=0, as a user would), or as two plain processes with the
 variables torchrun sets, so the engine itself, not torchrun's clean-up, must end them.
 """
@@ -37,18 +38,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def setup(tmp_path: Path, faults: dict):
+def setup(tmp_path: Path, faults: dict, run: dict | None = None):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump({**CONFIG, "run": {**CONFIG["run"], **(run or {})}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "RELIABILITY_FAULTS": json.dumps(faults)}
     args = [str(CHILD), "train", "-q", "-c", str(config), "--out-dir", str(tmp_path)]
     return env, args
 
 
-def plain_ranks(tmp_path, faults):
+def plain_ranks(tmp_path, faults, run=None):
     """Two ranks started by hand (no torchrun): the engine alone must end them."""
-    env, args = setup(tmp_path, faults)
+    env, args = setup(tmp_path, faults, run)
     port = free_port()
     procs = []
     for rank in range(2):
@@ -109,6 +110,19 @@ def test_a_sigkilled_rank_ends_the_other(tmp_path):
     since = time.time()
     wait_all(procs, since)
     assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode != 0
+    assert results(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_the_other_after_dist_timeout_s(tmp_path):
+    procs = plain_ranks(tmp_path, {"hang_at": {"rank": 1, "step": 9}}, {"dist_timeout_s": 5})
+    try:
+        wait_for_training(tmp_path, procs)
+        wait_all(procs[:1], time.time())  # torch's default would wait 30 minutes
+    finally:
+        procs[1].kill()  # it sleeps on: without torchrun nothing else ends it
+        procs[1].wait()
+    assert procs[0].returncode != 0
     assert results(tmp_path)["status"] == "failed"
 
 

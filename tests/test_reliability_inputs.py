@@ -105,6 +105,7 @@ ABSURD = {
     "schedule.milestones": ["[5, 2]", "[-1]", "[1.5]", "5"],
     "run.seed": [-1, 2**40],
     "run.checkpoint_every_steps": [-1],
+    "run.dist_timeout_s": [0, -5, ".inf", ".nan"],
     "run.device": ["tpu", "cuda:x"],
     "run.name": ["..", "../escaped", "/tmp/absolute"],
     "data.label_mode": ["medium", 3],

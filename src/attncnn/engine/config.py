@@ -63,6 +63,7 @@ class RunConfig:
     channels_last: Union[str, bool] = AUTO  # auto: on for CUDA
     compile: Union[str, bool] = AUTO    # auto: on for CUDA
     sync_bn: bool = False               # DDP: BatchNorm statistics over the global batch
+    dist_timeout_s: float = 600.0       # DDP: how long a rank waits for a silent peer
     checkpoint_every_steps: int = 0     # 0: at the end of each epoch only
     eval_every_epochs: int = 1          # the last epoch is always evaluated
     tensorboard: bool = True            # event files in the run dir (if tensorboard is installed)
@@ -344,6 +345,8 @@ def _check_values(cfg: Config, source: str) -> None:
         bad("data.image_size", f"must be >= 1 (or null), got {cfg.data.image_size}")
     if cfg.run.checkpoint_every_steps < 0:
         bad("run.checkpoint_every_steps", f"must be >= 0, got {cfg.run.checkpoint_every_steps}")
+    if not (math.isfinite(cfg.run.dist_timeout_s) and cfg.run.dist_timeout_s > 0):
+        bad("run.dist_timeout_s", f"must be > 0 and finite, got {cfg.run.dist_timeout_s}")
     if cfg.run.eval_every_epochs < 1:
         bad("run.eval_every_epochs", f"must be >= 1, got {cfg.run.eval_every_epochs}")
     name = cfg.run.name

@@ -3,9 +3,13 @@
 `torchrun --nproc_per_node=N -m attncnn train ...` sets RANK, WORLD_SIZE, LOCAL_RANK and
 MASTER_ADDR/PORT; `setup()` reads them and joins the process group (NCCL on CUDA, gloo on
 CPU). Without those variables the run is a plain single process.
+
+A collective fails once a peer has died, and only after `timeout_s` when a peer hangs:
+torch's defaults (30 minutes for gloo, 10 for NCCL) would keep the others waiting that long.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -53,8 +57,9 @@ class Dist:
             dist.destroy_process_group()
 
 
-def setup(device_type: str) -> Dist:
-    """Join the process group torchrun describes in the environment, if any."""
+def setup(device_type: str, timeout_s: float) -> Dist:
+    """Join the process group torchrun describes in the environment, if any; a collective
+    that waits longer than `timeout_s` for a peer fails."""
     if dist.is_available() and dist.is_initialized():  # set up by a caller (tests, notebooks)
         return Dist(dist.get_rank(), dist.get_world_size(),
                     int(os.environ.get("LOCAL_RANK", dist.get_rank())))
@@ -67,5 +72,6 @@ def setup(device_type: str) -> Dist:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    dist.init_process_group(backend, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return Dist(rank, world_size, local_rank, initialised_here=True)

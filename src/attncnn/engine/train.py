@@ -122,7 +122,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     ("signal" then names the signal); a non-finite loss raises `NonFiniteLossError`.
     """
     device = resolve_device(cfg.run.device)
-    dist = setup(device.type)
+    dist = setup(device.type, cfg.run.dist_timeout_s)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
