@@ -126,7 +126,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _Run(cfg, device, dist, resume, quiet).run()
+        with dist.naming_peer_failures():  # here too for a peer lost while the run is set up
+            return _Run(cfg, device, dist, resume, quiet).run()
     finally:
         dist.close()
 
@@ -256,9 +257,10 @@ class _Run:
         stop = StopRequest().install()
         status, error = "failed", None
         try:
-            while self.epoch < self.cfg.schedule.epochs:
-                if not self._train_epoch(stop) and self.epoch < self.cfg.schedule.epochs:
-                    break
+            with self.dist.naming_peer_failures():  # so that results.json gets the one line
+                while self.epoch < self.cfg.schedule.epochs:
+                    if not self._train_epoch(stop) and self.epoch < self.cfg.schedule.epochs:
+                        break
             status = "finished" if self.epoch >= self.cfg.schedule.epochs else "interrupted"
         except BaseException as err:
             error = str(err) if isinstance(err, AttncnnError) else f"{type(err).__name__}: {err}"
