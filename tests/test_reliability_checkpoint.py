@@ -17,7 +17,7 @@ from attncnn.cli import main
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.train import train
 from attncnn.errors import AttncnnError
-from engine_toy import SOURCE, one_thread, toy_config  # noqa: F401  (fixture)
+from engine_toy import SOURCE, one_thread, one_torch_thread, toy_config  # noqa: F401  (fixture)
 
 RAW = {
     "model": {"name": "attn_resnet20_cifar", "args": {"depth": 8, "widths": [4, 8, 8]}},
@@ -58,14 +58,10 @@ def position(state) -> int:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished 2-epoch toy run (checkpoints every 2 steps): last.pt at 8, prev at 6."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        tmp = tmp_path_factory.mktemp("trained")
+    tmp = tmp_path_factory.mktemp("trained")
+    with one_torch_thread():
         train(toy_config(tmp, **{k: v for k, v in RAW.items() if k in ("schedule", "run")}),
               quiet=True)
-    finally:
-        torch.set_num_threads(before)
     return tmp / "toy"
 
 
