@@ -84,6 +84,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("schedule.name=linear", "schedule.name must be 'step' or 'cosine'"),
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("optim.lr=-1", "optim.lr must be > 0"),
+    ("model.args={num_classes: 5}", "model.args.num_classes is set from the data's classes"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(AttncnnError) as err:

@@ -298,6 +298,8 @@ def _check_values(cfg: Config, source: str) -> None:
         get_spec(cfg.model.name)
     except AttncnnError as err:
         bad("model.name", f"names an {err}")
+    if "num_classes" in cfg.model.args:  # training passes the data's class count itself
+        bad("model.args.num_classes", "is set from the data's classes; remove it")
     if cfg.optim.name != "sgd":
         bad("optim.name", f"must be 'sgd' (the paper's optimiser), got {cfg.optim.name!r}")
     if cfg.schedule.name not in ("step", "cosine"):
