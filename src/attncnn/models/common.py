@@ -28,6 +28,15 @@ def check_sizes(owner: str, **sizes: int | Sequence[int]) -> None:
             raise AttncnnError(f"{owner}: {name} must be {what} >= 1, got {value!r}")
 
 
+def units_per_stage(owner: str, depth: int, extra: int, examples: str) -> int:
+    """n for a depth of 6n + extra: three stages of n two-layer units (basic blocks, dense
+    layers) plus `extra` other layers; n = 0 would build stages with nothing in them."""
+    if depth < 6 + extra or (depth - extra) % 6:
+        raise AttncnnError(f"{owner}: depth must be 6n+{extra} with n >= 1 ({examples}), "
+                           f"got {depth}")
+    return (depth - extra) // 6
+
+
 def check_placement(placement: str) -> str:
     if placement not in PLACEMENTS:
         raise AttncnnError(
