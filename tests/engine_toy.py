@@ -5,6 +5,8 @@ square, on noise; registered as data source "engine_toy".
 """
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -47,11 +49,20 @@ def toy_config(tmp_path, **sections):
     return config_from_dict(raw, source="toy")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one thread on a busy 2-core machine (no spin-waits)."""
+@contextlib.contextmanager
+def one_torch_thread():
+    """Tiny models run far faster on one thread on a busy 2-core machine (no spin-waits);
+    torch's thread count is process-wide, so the caller's is restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with one_torch_thread():
+        yield
 

@@ -11,6 +11,7 @@ Faults (all optional keys of the JSON object):
     die_in_save: N           SIGKILL this process in the middle of the N-th checkpoint
                              write (1-based), after half the bytes reached the temp file
     raise_at: {rank, step}   rank `rank` raises RuntimeError when global step `step` starts
+    hang_at: {rank, step}    rank `rank` sleeps for an hour when global step `step` starts
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,7 +35,7 @@ def install(faults: dict) -> None:
     rank = int(os.environ.get("RANK", "0"))
     real_lr_at = train_module.lr_at
     log = open(faults["step_log"], "a", buffering=1) if "step_log" in faults else None
-    raise_at = faults.get("raise_at")
+    raise_at, hang_at = faults.get("raise_at"), faults.get("hang_at")
 
     def lr_at(step, *args):
         if log is not None:
@@ -41,6 +43,8 @@ def install(faults: dict) -> None:
             log.flush()
         if raise_at and rank == raise_at["rank"] and step == raise_at["step"]:
             raise RuntimeError(f"injected fault on rank {rank} at global step {step}")
+        if hang_at and rank == hang_at["rank"] and step == hang_at["step"]:
+            time.sleep(3600)
         return real_lr_at(step, *args)
 
     train_module.lr_at = lr_at

@@ -84,11 +84,39 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("schedule.name=linear", "schedule.name must be 'step' or 'cosine'"),
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("optim.lr=-1", "optim.lr must be > 0"),
+    ("model.args={num_classes: 5}", "model.args.num_classes is set from the data's classes"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(AttncnnError) as err:
         load_config(None, [override])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["..", "../elsewhere", "a/../../b", "/tmp/abs", "a\\b", ".", ""])
+def test_a_run_name_that_would_leave_out_dir_is_refused_at_load(name):
+    with pytest.raises(AttncnnError, match="run.name must be a plain directory name") as err:
+        config_from_dict({"run": {"name": name}})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.label_mode=corse"], "data.label_mode must be one of fine, coarse, got 'corse'; "
+                                "did you mean 'coarse'?"),
+    (["data.eval_split=tset"], "data.eval_split must be one of train, test, val, got 'tset'; "
+                               "did you mean 'test'?"),
+    (["data.name=cifar10", "data.eval_split=validation"], "data.eval_split must be one of "
+                                                          "train, test, val, got 'validation'"),
+    (["data.train_split=tran"], "data.train_split must be one of train, test, got 'tran'"),
+])
+def test_unknown_label_mode_or_split_is_refused_at_load_with_the_choices(overrides, message):
+    with pytest.raises(AttncnnError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_source_takes_any_split_name():
+    cfg = load_config(None, ["data.name=folder", "data.eval_split=validation"])
+    assert cfg.data.eval_split == "validation"
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

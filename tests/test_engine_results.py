@@ -9,7 +9,7 @@ import pytest
 from attncnn.engine.config import load_config
 from attncnn.engine.train import train
 from attncnn.weights import create_model_from_weights
-from engine_toy import one_thread, toy_config  # noqa: F401  (fixture)
+from engine_toy import one_thread, one_torch_thread, toy_config  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,17 +21,11 @@ def documented_example() -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("results")
-    try:
-        cfg = toy_config(out, schedule={"epochs": 2}, run={"tags": {"table": "t"},
-                                                           "eval_every_epochs": 2})
+    cfg = toy_config(out, schedule={"epochs": 2}, run={"tags": {"table": "t"},
+                                                       "eval_every_epochs": 2})
+    with one_torch_thread():
         record = train(cfg, quiet=True)
-    finally:
-        torch.set_num_threads(threads)
     return cfg, record, out / "toy"
 
 

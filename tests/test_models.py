@@ -145,11 +145,36 @@ def test_logit_bound_caps_the_weights_and_none_lifts_it():
     dict(kind="softmax", channels=6, mode="other"),
     dict(kind="softmax", channels=6, logit_bound=0),
     dict(kind="se", channels=6, colour="red"),
+    dict(kind="se", channels=6, reduction=0),
+    dict(kind="cbam", channels=6, reduction=0),
+    dict(kind="cbam", channels=6, kernel_size=4),
     dict(kind="transformer", channels=6),
 ])
 def test_bad_attention_options_are_one_line_errors(bad):
     with pytest.raises(AttncnnError) as info:
         make_attention(bad.pop("kind"), bad.pop("channels"), **bad)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, args, argument", [
+    ("resnet20_cifar", dict(widths=[0, 0, 0]), "widths"),
+    ("resnet20_cifar", dict(widths=[-4, 8, 8]), "widths"),
+    ("resnet20_cifar", dict(widths=[4, 8]), "widths"),
+    ("resnet20_cifar", dict(depth=2), "depth"),     # 6n+2 with n = 0: no blocks at all
+    ("resnet20_cifar", dict(depth=-4), "depth"),
+    ("resnet20_cifar", dict(in_channels=0), "in_channels"),
+    ("resnet20_cifar", dict(num_classes=0), "num_classes"),
+    ("attn_resnet20_cifar", dict(attention_options={"num_maps": 0}), "num_maps"),
+    ("densenet_bc100_k12", dict(depth=4), "depth"),
+    ("densenet_bc100_k12", dict(growth=0), "growth"),
+    ("densenet_bc100_k12", dict(compression=0.0), "compression"),
+    ("resnet9", dict(width=0), "width"),
+    ("resnet9", dict(num_classes=-1), "num_classes"),
+    ("resnet18", dict(in_channels=0), "in_channels"),
+])
+def test_nonsense_sizes_are_one_line_errors_naming_the_argument(name, args, argument):
+    with torch.device("meta"), pytest.raises(AttncnnError, match=argument) as info:
+        create_model(name, **args)
     assert "\n" not in str(info.value)
 
 

@@ -1,8 +1,9 @@
 """Distributed faults: when one of 2 gloo ranks fails mid-epoch, every rank exits non-zero
-within a bounded time (no rank hangs in a collective waiting for a dead peer).
+within a bounded time (no rank hangs in a collective waiting for a dead peer), and a rank
+that hangs ends the other after run.dist_timeout_s. A surviving rank says so in one line.
 
-Faults come from tests/reliability_child.py ($RELIABILITY_FAULTS: a rank raises when a
-given global step starts) or from the test (SIGKILL of one rank). Ranks are started by
+Faults come from tests/reliability_child.py ($RELIABILITY_FAULTS: a rank raises, or
+sleeps, when a given global step starts) or from the test (SIGKILL of one rank). Ranks are started by
 torchrun (--max-restarts=0, as a user would), or as two plain processes with the
 variables torchrun sets, so the engine itself, not torchrun's clean-up, must end them.
 """
@@ -18,11 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from attncnn.engine.distributed import setup as join_ranks
+from attncnn.errors import AttncnnError
 from engine_toy import SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "reliability_child.py"
 BOUND = 60  # seconds from the fault to the last rank's exit
+PEER_FAILED = "a peer rank failed, was killed or hung past run.dist_timeout_s"
 CONFIG = {
     "model": {"name": "attn_resnet20_cifar", "args": {"depth": 8, "widths": [4, 8, 8]}},
     "data": {"name": SOURCE, "batch_size": 16, "eval_batch_size": 24, "crop_padding": 2},
@@ -37,18 +41,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def setup(tmp_path: Path, faults: dict):
+def setup(tmp_path: Path, faults: dict, run: dict | None = None):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump({**CONFIG, "run": {**CONFIG["run"], **(run or {})}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "RELIABILITY_FAULTS": json.dumps(faults)}
     args = [str(CHILD), "train", "-q", "-c", str(config), "--out-dir", str(tmp_path)]
     return env, args
 
 
-def plain_ranks(tmp_path, faults):
+def plain_ranks(tmp_path, faults, run=None):
     """Two ranks started by hand (no torchrun): the engine alone must end them."""
-    env, args = setup(tmp_path, faults)
+    env, args = setup(tmp_path, faults, run)
     port = free_port()
     procs = []
     for rank in range(2):
@@ -90,6 +94,12 @@ def results(tmp_path) -> dict:
     return json.loads((tmp_path / "d" / "results.json").read_text())
 
 
+def assert_one_line_peer_failure(err: str):
+    lines = [line for line in err.strip().splitlines() if not line.startswith("epoch ")]
+    assert len(lines) == 1 and lines[0].startswith("attncnn: error: rank 0 of 2: "), err
+    assert PEER_FAILED in lines[0]
+
+
 @pytest.mark.slow
 def test_rank1_raising_ends_both_plain_ranks(tmp_path):
     procs = plain_ranks(tmp_path, {"raise_at": {"rank": 1, "step": 9}})
@@ -97,8 +107,9 @@ def test_rank1_raising_ends_both_plain_ranks(tmp_path):
     errs = wait_all(procs, time.time())
     assert [p.returncode != 0 for p in procs] == [True, True]
     assert "injected fault on rank 1 at global step 9" in errs[1]
-    # rank 0 learnt of it from the broken collective and recorded the failure
-    assert results(tmp_path)["status"] == "failed"
+    # rank 0 learnt of it from the broken collective, said so in one line and recorded it
+    assert_one_line_peer_failure(errs[0])
+    assert results(tmp_path)["status"] == "failed" and PEER_FAILED in results(tmp_path)["error"]
 
 
 @pytest.mark.slow
@@ -107,9 +118,35 @@ def test_a_sigkilled_rank_ends_the_other(tmp_path):
     wait_for_training(tmp_path, procs)
     procs[1].send_signal(signal.SIGKILL)
     since = time.time()
-    wait_all(procs, since)
-    assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode != 0
+    errs = wait_all(procs, since)
+    assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode == 2
+    assert_one_line_peer_failure(errs[0])
     assert results(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_the_other_after_dist_timeout_s(tmp_path):
+    procs = plain_ranks(tmp_path, {"hang_at": {"rank": 1, "step": 9}}, {"dist_timeout_s": 5})
+    try:
+        wait_for_training(tmp_path, procs)
+        errs = wait_all(procs[:1], time.time())  # torch's default would wait 30 minutes
+    finally:
+        procs[1].kill()  # it sleeps on: without torchrun nothing else ends it
+        procs[1].wait()
+    assert procs[0].returncode == 2
+    assert_one_line_peer_failure(errs[0])
+    assert results(tmp_path)["status"] == "failed"
+
+
+def test_a_rank_whose_peers_never_join_fails_in_one_line(monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(AttncnnError, match="rank 0 of 2: could not join the other ranks "
+                                           "within run.dist_timeout_s") as err:
+        join_ranks("cpu", timeout_s=1)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.slow

@@ -55,6 +55,7 @@ def assert_sane(cfg: Config):
     assert list(s.milestones) == sorted(s.milestones) and all(m >= 0 for m in s.milestones)
     assert d.batch_size >= 1 and d.eval_batch_size >= 1 and 0 <= d.val_fraction < 1
     assert 0 <= r.seed < 2**32 and 0 <= d.seed < 2**32 and r.checkpoint_every_steps >= 0
+    assert r.name is None or (r.name not in ("", ".", "..") and "/" not in r.name)
 
 
 def load_or_error(path, overrides=()):
@@ -104,7 +105,11 @@ ABSURD = {
     "schedule.milestones": ["[5, 2]", "[-1]", "[1.5]", "5"],
     "run.seed": [-1, 2**40],
     "run.checkpoint_every_steps": [-1],
+    "run.dist_timeout_s": [0, -5, ".inf", ".nan"],
     "run.device": ["tpu", "cuda:x"],
+    "run.name": ["..", "../escaped", "/tmp/absolute"],
+    "data.label_mode": ["medium", 3],
+    "data.eval_split": ["tset"],
     "model.name": ["attn_resnet21_cifar", ""],
 }
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from attncnn.cli import main
 from attncnn.engine import checkpoint as ckpt
-from engine_toy import SOURCE, one_thread  # noqa: F401  (fixture)
+from engine_toy import SOURCE, one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "reliability_child.py"
@@ -71,14 +71,10 @@ def position(run_dir: Path) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of the same command, in this process on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        tmp = tmp_path_factory.mktemp("ref")
+    tmp = tmp_path_factory.mktemp("ref")
+    with one_torch_thread():
         assert main(["train", "-q", "-c", str(write_config(tmp / "c.yaml")),
                      "--out-dir", str(tmp)]) == 0
-    finally:
-        torch.set_num_threads(before)
     return tmp / "k"
 
 

@@ -26,6 +26,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from attncnn.atomic import atomic_target
 from attncnn.errors import AttncnnError
 
 FORMAT = "attncnn.weights/1"
@@ -112,10 +113,9 @@ def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean
         tensors[key] = value.contiguous().clone()  # own storage: safetensors rejects shared views
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: blob, "format": "pt"})
-    os.chmod(tmp, 0o644)  # safetensors writes it private; published weights are for reading
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: blob, "format": "pt"})
+        os.chmod(tmp, 0o644)  # safetensors writes it private; published weights are for reading
     return path
 
 

@@ -66,7 +66,8 @@ def cached(directory: Path, label: str, identity: dict, build: Callable[[], dict
         os.chmod(tmp, 0o644)            # mkstemp makes it private; a cache is shareable
         os.replace(tmp, path)
     except OSError:
-        # a read-only or full cache dir costs time on the next run, not correctness
+        pass  # a read-only or full cache dir costs time on the next run, not correctness
+    finally:  # any failure, Ctrl-C too, removes the temp file (after the rename there is none)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return entry

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from attncnn.data.cache import cache_dir
-from attncnn.data.config import DataConfig
+from attncnn.data.config import LABEL_MODES, DataConfig
 from attncnn.data.dataset import ArrayDataset
 from attncnn.data.sources import register_source
 from attncnn.errors import AttncnnError
@@ -155,7 +155,7 @@ def load_cifar(release: Release, cfg: DataConfig, split: str) -> ArrayDataset:
         raise AttncnnError(f"{release.name} has splits train and test, not {split!r} "
                            "(use data.val_fraction for a validation split)")
     coarse = release is CIFAR100 and cfg.label_mode == "coarse"
-    if cfg.label_mode not in ("fine", "coarse"):
+    if cfg.label_mode not in LABEL_MODES:
         raise AttncnnError(f"data.label_mode must be fine or coarse, not {cfg.label_mode!r}")
     path = _locate(release, cfg)
     names = release.splits[split]
@@ -183,11 +183,11 @@ def load_cifar(release: Release, cfg: DataConfig, split: str) -> ArrayDataset:
                         info={"root": str(path), "split": split})
 
 
-@register_source("cifar10")
+@register_source("cifar10", splits=tuple(CIFAR10.splits))
 def load_cifar10(cfg: DataConfig, split: str) -> ArrayDataset:
     return load_cifar(CIFAR10, cfg, split)
 
 
-@register_source("cifar100")
+@register_source("cifar100", splits=tuple(CIFAR100.splits))
 def load_cifar100(cfg: DataConfig, split: str) -> ArrayDataset:
     return load_cifar(CIFAR100, cfg, split)

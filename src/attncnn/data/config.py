@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LABEL_MODES = ("fine", "coarse")  # cifar100: 100 fine classes or 20 superclasses
+
 
 @dataclass
 class DataConfig:

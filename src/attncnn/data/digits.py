@@ -177,7 +177,7 @@ def _render(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return images, label.astype(np.int64), boxes.astype(np.float32), masks
 
 
-@register_source("digits")
+@register_source("digits", splits=tuple(SIZES))
 def load_digits_split(cfg: DataConfig, split: str) -> ArrayDataset:
     """The `train` (6000) or `test` (1500) split of digits-in-clutter."""
     if split not in SIZES:

@@ -3,14 +3,16 @@
 A source is a function `(cfg: DataConfig, split: str) -> ArrayDataset` registered under a
 name with `@register_source("name")`. Large-image sources register with `streaming=True`
 and return a loader object instead (anything with `epoch(epoch, start_step)`, `__len__`,
-`num_samples`, and a `data` attribute carrying classes/name/mean/std).
+`num_samples`, and a `data` attribute carrying classes/name/mean/std). A source with a
+fixed set of splits names them (`splits=("train", "test")`), so a config can be checked
+before any data is read; folder-like sources, whose splits are folder names, do not.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -19,12 +21,18 @@ from attncnn.data.dataset import ArrayDataset
 from attncnn.data.loader import DeviceLoader
 from attncnn.errors import AttncnnError
 
-_SOURCES: dict[str, tuple[Callable, bool]] = {}
+class _Source(NamedTuple):
+    fn: Callable
+    streaming: bool
+    splits: tuple[str, ...] | None   # None: any name (a folder per split)
 
 
-def register_source(name: str, streaming: bool = False):
+_SOURCES: dict[str, _Source] = {}
+
+
+def register_source(name: str, streaming: bool = False, splits: tuple[str, ...] | None = None):
     def wrap(fn):
-        _SOURCES[name] = (fn, streaming)
+        _SOURCES[name] = _Source(fn, streaming, splits)
         return fn
     return wrap
 
@@ -34,7 +42,7 @@ def source_names() -> list[str]:
     return sorted(_SOURCES)
 
 
-def _get_source(name: str) -> tuple[Callable, bool]:
+def _get_source(name: str) -> _Source:
     _import_builtin_sources()
     if name not in _SOURCES:
         close = difflib.get_close_matches(name, _SOURCES, n=3, cutoff=0.5)
@@ -45,7 +53,15 @@ def _get_source(name: str) -> tuple[Callable, bool]:
 
 def is_streaming(name: str) -> bool:
     """Whether source `name` streams from disk (ImageNet) instead of decoding into memory."""
-    return _get_source(name)[1]
+    return _get_source(name).streaming
+
+
+def source_splits(name: str) -> tuple[str, ...] | None:
+    """The split names source `name` has, or None where any name may do (folders) or no
+    source of that name is registered (it is reported when the data is loaded)."""
+    _import_builtin_sources()
+    source = _SOURCES.get(name)
+    return None if source is None else source.splits
 
 
 def _import_builtin_sources() -> None:
@@ -62,7 +78,7 @@ def _import_builtin_sources() -> None:
 
 def load_split(cfg: DataConfig, split: str) -> ArrayDataset:
     """The decoded `split` of a small-image source; "val" is carved out of train."""
-    fn, streaming = _get_source(cfg.name)
+    fn, streaming, _ = _get_source(cfg.name)
     if streaming:
         raise AttncnnError(f"data set {cfg.name!r} streams from disk; it has no in-memory split")
     if split in ("val", "train") and cfg.val_fraction > 0:
@@ -106,7 +122,7 @@ class Loaders:
 def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int = 0,
                   world_size: int = 1, channels_last: bool = False) -> Loaders:
     """Train and eval loaders for `cfg` on `device`, sharded for rank `rank` of `world_size`."""
-    fn, streaming = _get_source(cfg.name)
+    fn, streaming, _ = _get_source(cfg.name)
     if streaming:
         return fn(cfg, device=device, rank=rank, world_size=world_size, channels_last=channels_last)
     train = load_split(cfg, cfg.train_split)

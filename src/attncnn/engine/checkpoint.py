@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attncnn.atomic import atomic_target
 from attncnn.errors import AttncnnError
 
 FORMAT = "attncnn.checkpoint/1"
@@ -37,26 +38,22 @@ def atomic_save(obj, path: str | Path, keep_previous: str | Path | None = None) 
     A failed write (disk full, ...) is an AttncnnError that says the old file is intact.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed process
             stale.unlink(missing_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if keep_previous is not None and path.exists():
+                os.replace(path, keep_previous)
     except OSError as err:
         kept = f"{path} is unchanged" if path.exists() else \
             (f"{keep_previous} holds the previous one" if keep_previous else "no older file")
         raise AttncnnError(f"cannot write checkpoint {path}: {err.strerror or err} ({kept}); "
                            f"free space or fix the directory, then continue with --resume "
                            f"{path.parent}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     _fsync_dir(path.parent)
 
 

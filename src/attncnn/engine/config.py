@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import yaml
 
-from attncnn.data.config import DataConfig
+from attncnn.data.config import LABEL_MODES, DataConfig
 from attncnn.errors import AttncnnError
 
 AUTO = "auto"
@@ -57,12 +57,13 @@ class ScheduleConfig:
 class RunConfig:
     seed: int = 0
     out_dir: str = "runs"               # run directory = out_dir/name
-    name: Union[str, None] = None       # default: <model>-<data>-s<seed>
+    name: Union[str, None] = None       # default: <model>-<data>-s<seed>; a plain directory name
     device: str = AUTO                  # auto | cpu | cuda | cuda:N
     amp: Union[str, bool] = AUTO        # auto: bf16 autocast on CUDA, off on CPU
     channels_last: Union[str, bool] = AUTO  # auto: on for CUDA
     compile: Union[str, bool] = AUTO    # auto: on for CUDA
     sync_bn: bool = False               # DDP: BatchNorm statistics over the global batch
+    dist_timeout_s: float = 600.0       # DDP: how long a rank waits for a silent peer
     checkpoint_every_steps: int = 0     # 0: at the end of each epoch only
     eval_every_epochs: int = 1          # the last epoch is always evaluated
     tensorboard: bool = True            # event files in the run dir (if tensorboard is installed)
@@ -192,10 +193,24 @@ def _apply_override(raw: dict, item: str) -> None:
 def _check_keys(values: dict, known, source: str, prefix: str) -> None:
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else \
+            close = _closest(key, known)
+            hint = f"; did you mean '{prefix}{close}'?" if close else \
                 f" (known: {', '.join(known)})"
             raise AttncnnError(f"{source}: unknown key '{prefix}{key}'{hint}")
+
+
+def _check_choice(value, allowed, source: str, key: str) -> None:
+    if value not in allowed:
+        close = _closest(value, allowed)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise AttncnnError(f"{source}: {key} must be one of {', '.join(allowed)}, "
+                           f"got {value!r}{hint}")
+
+
+def _closest(word, known) -> str | None:
+    """The known name a typo most likely meant, if any is close enough."""
+    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.5)
+    return close[0] if close else None
 
 
 def _suggest_dotted(key: str) -> str:
@@ -275,12 +290,16 @@ def _check_values(cfg: Config, source: str) -> None:
         value = getattr(cfg.run, key)
         if isinstance(value, str) and value != AUTO:
             bad(f"run.{key}", f"must be auto, true or false, got {value!r}")
-    from attncnn.models import get_spec  # fail now, not after a data set scan
+    # model and split names are checked now, not after a data set scan
+    from attncnn.data.sources import source_splits
+    from attncnn.models import get_spec
 
     try:
         get_spec(cfg.model.name)
     except AttncnnError as err:
         bad("model.name", f"names an {err}")
+    if "num_classes" in cfg.model.args:  # training passes the data's class count itself
+        bad("model.args.num_classes", "is set from the data's classes; remove it")
     if cfg.optim.name != "sgd":
         bad("optim.name", f"must be 'sgd' (the paper's optimiser), got {cfg.optim.name!r}")
     if cfg.schedule.name not in ("step", "cosine"):
@@ -316,14 +335,27 @@ def _check_values(cfg: Config, source: str) -> None:
     for key in ("crop_padding", "workers"):
         if getattr(cfg.data, key) < 0:
             bad(f"data.{key}", f"must be >= 0, got {getattr(cfg.data, key)}")
+    _check_choice(cfg.data.label_mode, LABEL_MODES, source, "data.label_mode")
+    splits = source_splits(cfg.data.name)   # None: splits are folder names, anything goes
+    if splits is not None:
+        _check_choice(cfg.data.train_split, splits, source, "data.train_split")
+        # "val" is carved out of train (data.val_fraction), so every such source has it
+        _check_choice(cfg.data.eval_split, (*splits, "val"), source, "data.eval_split")
     if not 0 <= cfg.data.val_fraction < 1:
         bad("data.val_fraction", f"must be in [0, 1), got {cfg.data.val_fraction}")
     if cfg.data.image_size is not None and cfg.data.image_size < 1:
         bad("data.image_size", f"must be >= 1 (or null), got {cfg.data.image_size}")
     if cfg.run.checkpoint_every_steps < 0:
         bad("run.checkpoint_every_steps", f"must be >= 0, got {cfg.run.checkpoint_every_steps}")
+    if not (math.isfinite(cfg.run.dist_timeout_s) and cfg.run.dist_timeout_s > 0):
+        bad("run.dist_timeout_s", f"must be > 0 and finite, got {cfg.run.dist_timeout_s}")
     if cfg.run.eval_every_epochs < 1:
         bad("run.eval_every_epochs", f"must be >= 1, got {cfg.run.eval_every_epochs}")
+    name = cfg.run.name
+    # the run directory is out_dir/name: a separator or a dot-name would put it elsewhere
+    if name is not None and (name in ("", ".", "..") or any(c in name for c in "/\\\0")):
+        bad("run.name", f"must be a plain directory name (no '/' or '\\', not '.' or '..'), "
+                        f"got {name!r}")
     device = cfg.run.device
     if not (device in (AUTO, "cpu", "cuda", "mps")
             or (device.startswith("cuda:") and device[5:].isdigit())):

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+from attncnn.atomic import atomic_target
 from attncnn.engine.config import Config, config_to_dict
 
 SCHEMA = "attncnn.result/1"
@@ -52,14 +53,11 @@ def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int,
 
 
 def write_json_atomic(obj, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_target(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _plain(value):

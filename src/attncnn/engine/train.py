@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from attncnn.atomic import atomic_target
 from attncnn.data import build_loaders
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import AUTO, Config, dump_config, load_config
@@ -122,11 +122,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     ("signal" then names the signal); a non-finite loss raises `NonFiniteLossError`.
     """
     device = resolve_device(cfg.run.device)
-    dist = setup(device.type)
+    dist = setup(device.type, cfg.run.dist_timeout_s)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _Run(cfg, device, dist, resume, quiet).run()
+        with dist.naming_peer_failures():  # here too for a peer lost while the run is set up
+            return _Run(cfg, device, dist, resume, quiet).run()
     finally:
         dist.close()
 
@@ -256,9 +257,10 @@ class _Run:
         stop = StopRequest().install()
         status, error = "failed", None
         try:
-            while self.epoch < self.cfg.schedule.epochs:
-                if not self._train_epoch(stop) and self.epoch < self.cfg.schedule.epochs:
-                    break
+            with self.dist.naming_peer_failures():  # so that results.json gets the one line
+                while self.epoch < self.cfg.schedule.epochs:
+                    if not self._train_epoch(stop) and self.epoch < self.cfg.schedule.epochs:
+                        break
             status = "finished" if self.epoch >= self.cfg.schedule.epochs else "interrupted"
         except BaseException as err:
             error = str(err) if isinstance(err, AttncnnError) else f"{type(err).__name__}: {err}"
@@ -406,13 +408,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
     """config.yaml is what --resume reads back: a half-written one (a kill or a full disk
     mid-write) would resume with defaults for the missing keys, so write a temp file and
     rename it."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            tmp.write_text(text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise AttncnnError(f"cannot write {path}: {err.strerror or err}") from None
 
 

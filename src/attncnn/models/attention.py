@@ -120,6 +120,8 @@ class SqueezeExcite(_RecordingMixin, nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
+        if reduction < 1:
+            raise AttncnnError(f"se attention: reduction={reduction} must be >= 1")
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
@@ -140,6 +142,10 @@ class CBAM(_RecordingMixin, nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__()
+        if reduction < 1:
+            raise AttncnnError(f"cbam attention: reduction={reduction} must be >= 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise AttncnnError(f"cbam attention: kernel_size={kernel_size} must be odd and >= 1")
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)

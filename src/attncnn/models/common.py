@@ -1,5 +1,8 @@
-"""Pieces shared by every backbone: the placement option and weight initialisation."""
+"""Pieces shared by every backbone: size checks, the placement option and weight
+initialisation."""
 from __future__ import annotations
+
+from typing import Sequence
 
 from torch import nn
 
@@ -7,6 +10,31 @@ from attncnn.errors import AttncnnError
 from attncnn.models.attention import SpatialSoftmaxAttention, make_attention
 
 PLACEMENTS = ("block", "stage", "end")
+
+
+def check_sizes(owner: str, **sizes: int | Sequence[int]) -> None:
+    """Refuse, in one line naming the argument, a size (or any item of a list of sizes)
+    that is not a whole number >= 1.
+
+    torch builds layers of zero width without complaint: `widths=[0, 0, 0]` would give a
+    model whose output ignores its input, and a negative size fails deep inside torch.
+    """
+    for name, value in sizes.items():
+        is_list = isinstance(value, (list, tuple))
+        items = value if is_list else [value]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                for v in items):
+            what = "whole numbers" if is_list else "a whole number"
+            raise AttncnnError(f"{owner}: {name} must be {what} >= 1, got {value!r}")
+
+
+def units_per_stage(owner: str, depth: int, extra: int, examples: str) -> int:
+    """n for a depth of 6n + extra: three stages of n two-layer units (basic blocks, dense
+    layers) plus `extra` other layers; n = 0 would build stages with nothing in them."""
+    if depth < 6 + extra or (depth - extra) % 6:
+        raise AttncnnError(f"{owner}: depth must be 6n+{extra} with n >= 1 ({examples}), "
+                           f"got {depth}")
+    return (depth - extra) // 6
 
 
 def check_placement(placement: str) -> str:

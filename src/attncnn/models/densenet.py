@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.common import AttentionPlan, init_weights
+from attncnn.models.common import AttentionPlan, check_sizes, init_weights, units_per_stage
 
 
 class DenseLayer(nn.Module):
@@ -65,10 +65,12 @@ class DenseNetBC(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        if (depth - 4) % 6:
-            raise AttncnnError(f"DenseNet-BC depth must be 6n+4 (e.g. 100, 190), got {depth}")
+        check_sizes("DenseNet-BC", depth=depth, growth=growth, num_classes=num_classes,
+                    in_channels=in_channels)
+        n = units_per_stage("DenseNet-BC", depth, 4, "e.g. 100, 190")
+        if not 0 < compression <= 1:
+            raise AttncnnError(f"DenseNet-BC: compression must be in (0, 1], got {compression}")
         attn = AttentionPlan(attention, attention_placement, attention_options)
-        n = (depth - 4) // 6
         channels = 2 * growth
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
         stages = []

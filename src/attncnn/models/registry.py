@@ -15,6 +15,7 @@ from typing import Callable
 from torch import nn
 
 from attncnn.errors import AttncnnError, UnknownModelError
+from attncnn.models.common import check_sizes
 from attncnn.models.densenet import DenseNetBC
 from attncnn.models.resnet import ResNet
 from attncnn.models.resnet9 import ResNet9
@@ -63,8 +64,8 @@ def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.M
     args = {**spec.defaults, **overrides}
     if num_classes is not None:
         args["num_classes"] = int(num_classes)
-    if args.get("num_classes", 1) < 1:
-        raise AttncnnError(f"{name}: num_classes must be >= 1, got {args['num_classes']}")
+    if "num_classes" in args:  # also guards builders registered from outside this package
+        check_sizes(name, num_classes=args["num_classes"])
     try:
         model = spec.builder(**args)
     except TypeError as err:

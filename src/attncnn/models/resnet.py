@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.common import AttentionPlan, init_weights
+from attncnn.models.common import AttentionPlan, check_sizes, init_weights
 
 LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
@@ -83,7 +83,8 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if depth not in LAYERS:
-            raise AttncnnError(f"ImageNet ResNet depth must be one of {sorted(LAYERS)}, got {depth}")
+            raise AttncnnError(f"ImageNet ResNet: depth must be one of {sorted(LAYERS)}, got {depth}")
+        check_sizes("ImageNet ResNet", num_classes=num_classes, in_channels=in_channels)
         kind, counts = LAYERS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         attn = AttentionPlan(attention, attention_placement, attention_options)

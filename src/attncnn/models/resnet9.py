@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attncnn.models.common import AttentionPlan, init_weights
+from attncnn.models.common import AttentionPlan, check_sizes, init_weights
 
 
 def conv_bn(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
@@ -48,6 +48,7 @@ class ResNet9(nn.Module):
                  attention_placement: str = "stage", attention_options: dict | None = None,
                  width: int = 64, logit_scale: float = 0.125, in_channels: int = 3):
         super().__init__()
+        check_sizes("ResNet-9", num_classes=num_classes, width=width, in_channels=in_channels)
         attn = AttentionPlan(attention, attention_placement, attention_options)
         w1, w2, w3, w4 = width, 2 * width, 4 * width, 8 * width
         self.prep = conv_bn(in_channels, w1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.common import AttentionPlan, init_weights
+from attncnn.models.common import AttentionPlan, check_sizes, init_weights, units_per_stage
 
 
 class ShortcutA(nn.Module):
@@ -72,10 +72,12 @@ class CifarResNet(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
-        if (depth - 2) % 6:
-            raise AttncnnError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+        check_sizes("CIFAR ResNet", depth=depth, num_classes=num_classes, in_channels=in_channels,
+                    widths=widths)
+        n = units_per_stage("CIFAR ResNet", depth, 2, "8, 20, 32, 44, 56, 110")
+        if not isinstance(widths, (list, tuple)) or len(widths) != 3:  # 6n+2: 3 stages of n blocks
+            raise AttncnnError(f"CIFAR ResNet: widths must list 3 stage widths, got {widths!r}")
         attn = AttentionPlan(attention, attention_placement, attention_options)
-        n = (depth - 2) // 6
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
