@@ -81,6 +81,8 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("optim.nesterov=1", "optim.nesterov must be true/false"),
     ("schedule.milestones=[1, x]", "schedule.milestones must be list"),
     ("run.amp=maybe", "run.amp must be auto, true or false"),
+    ("run.compile_mode=reduce_overhead", "run.compile_mode must be one of default, "
+                                         "reduce-overhead"),
     ("schedule.name=linear", "schedule.name must be 'step' or 'cosine'"),
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("optim.lr=-1", "optim.lr must be > 0"),

@@ -62,6 +62,7 @@ class RunConfig:
     amp: Union[str, bool] = AUTO        # auto: bf16 autocast on CUDA, off on CPU
     channels_last: Union[str, bool] = AUTO  # auto: on for CUDA
     compile: Union[str, bool] = AUTO    # auto: on for CUDA
+    compile_mode: str = "default"       # torch.compile mode; reduce-overhead adds CUDA graphs
     sync_bn: bool = False               # DDP: BatchNorm statistics over the global batch
     dist_timeout_s: float = 600.0       # DDP: how long a rank waits for a silent peer
     checkpoint_every_steps: int = 0     # 0: at the end of each epoch only
@@ -199,6 +200,9 @@ def _check_keys(values: dict, known, source: str, prefix: str) -> None:
             raise AttncnnError(f"{source}: unknown key '{prefix}{key}'{hint}")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def _check_choice(value, allowed, source: str, key: str) -> None:
     if value not in allowed:
         close = _closest(value, allowed)
@@ -290,6 +294,7 @@ def _check_values(cfg: Config, source: str) -> None:
         value = getattr(cfg.run, key)
         if isinstance(value, str) and value != AUTO:
             bad(f"run.{key}", f"must be auto, true or false, got {value!r}")
+    _check_choice(cfg.run.compile_mode, COMPILE_MODES, source, "run.compile_mode")
     # model and split names are checked now, not after a data set scan
     from attncnn.data.sources import source_splits
     from attncnn.models import get_spec

@@ -193,8 +193,8 @@ class _Run:
             self.model = DistributedDataParallel(self.net, device_ids=ids)
         self.eval_model = self.net
         if self.compile:
-            self.model = torch.compile(self.model)
-            self.eval_model = torch.compile(self.net)
+            self.model = torch.compile(self.model, mode=cfg.run.compile_mode)
+            self.eval_model = torch.compile(self.net, mode=cfg.run.compile_mode)
 
         if dist.is_main:
             _write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
