@@ -47,6 +47,17 @@ def test_publish_check_re_evaluates_the_published_copy(run_dir, tmp_path, one_th
     assert check["top1"] == pytest.approx(record["final"]["top1"], abs=1e-9)
 
 
+def test_published_names_tell_rows_of_one_model_apart():
+    from attncnn.publish import published_stem
+
+    base = {"model": "attn_resnet20_cifar", "seed": 2, "data": {"source": "folder"}}
+    assert published_stem(base) == "attn_resnet20_cifar-folder-s2"
+    end = base | {"tags": {"row": "attn_resnet8_end", "dataset": "cifar10_jpeg"}}
+    block = base | {"tags": {"row": "attn_resnet8_block", "dataset": "cifar10_jpeg"}}
+    assert published_stem(end) == "attn_resnet8_end-cifar10jpeg-s2" != published_stem(block)
+    assert "/" not in published_stem(base | {"tags": {"row": "../x"}})
+
+
 def test_publish_refuses_another_runs_file_and_unfinished_runs(run_dir, tmp_path):
     publish_run(run_dir, tmp_path, tmp_path)
     publish_run(run_dir, tmp_path, tmp_path)  # the same run again: replaced, no error

@@ -6,7 +6,7 @@
 A run directory holds `results.json` and `model.safetensors` (float32). Publishing writes
     <results_dir>/<stem>.json             the results record plus "published_weights"
     <weights_dir>/<stem>.safetensors      the weights, float16 by default (half the bytes)
-with stem `<model>-<data>-s<seed>` (data: the run's `dataset` tag, else its data source),
+with stem `<row>-<data>-s<seed>` (`published_stem`),
 so that anyone can re-check the figure with `attncnn eval --weights`. With `check`, the
 published weights are evaluated on the run's own eval split and the figure is recorded
 beside the run's ("published_check"): a float16 copy may differ from float32 in the last
@@ -45,10 +45,14 @@ def read_run(run_dir: str | Path) -> tuple[dict, Path]:
 
 
 def published_stem(record: dict) -> str:
-    """`<model>-<data>-s<seed>`, e.g. attn_resnet110_cifar-cifar10jpeg-s0."""
-    data = (record.get("tags") or {}).get("dataset") or (record.get("data") or {}).get("source")
+    """`<row>-<data>-s<seed>`, e.g. attn_resnet110-cifar10jpeg-s0: the row is the run's `row`
+    tag (what tells apart runs of one model with other arguments, e.g. placements), else
+    its model name; data is its `dataset` tag, else its data source."""
+    tags = record.get("tags") or {}
+    data = tags.get("dataset") or (record.get("data") or {}).get("source")
     data = re.sub(r"[^a-z0-9]+", "", str(data or "data").lower()) or "data"
-    return f"{record.get('model', 'model')}-{data}-s{record.get('seed', 0)}"
+    row = re.sub(r"[^A-Za-z0-9_.]+", "_", str(tags.get("row") or record.get("model") or "model"))
+    return f"{row}-{data}-s{record.get('seed', 0)}"
 
 
 def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str | Path, *,

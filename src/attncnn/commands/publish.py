@@ -2,7 +2,7 @@
 
     attncnn publish runs/cifar10_jpeg/resnet110/* --results results/cifar10_jpeg --check
 
-Writes RESULTS/<model>-<data>-s<seed>.json and WEIGHTS/<same>.safetensors (float16 unless
+Writes RESULTS/<row>-<data>-s<seed>.json and WEIGHTS/<same>.safetensors (float16 unless
 --dtype says otherwise); `attncnn report` then shows the published weights beside each figure.
 """
 from __future__ import annotations
