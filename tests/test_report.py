@@ -168,6 +168,7 @@ def test_provenance_names_files_weights_device_and_data(tmp_path):
     assert str(path) in md and "results/weights/attn_resnet110_cifar-s0.safetensors" in md
     assert "cuda (NVIDIA H100)" in md and f"{JPEG}, eval split `test` (5,000 images)" in md
     assert "commit 0123456" in md
+    assert "seeds 0 (top-1 90.00)" in md  # each run's own figure beside the mean
     assert "runs/x/" not in md  # the run directory's copy is not what readers can re-check
 
 

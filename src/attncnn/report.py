@@ -383,6 +383,9 @@ def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = ()
 def _provenance(g: Group) -> str:
     devices = sorted({r.device for r in g.runs})
     seeds = ", ".join(str(r.seed) for r in g.runs)
+    if any(r.top1 is not None for r in g.runs):  # the spread behind mean ± std, run by run
+        seeds += " (top-1 " + ", ".join("n/a" if r.top1 is None else f"{r.top1:.2f}"
+                                        for r in g.runs) + ")"
     files = ", ".join(f"`{r.path}`" + ("" if r.finished else " (incomplete)") for r in g.runs)
     commits = ", ".join(sorted({r.commit for r in g.runs}))
     text = f"device {', '.join(devices)}; commit {commits}; seeds {seeds}; files {files}"
