@@ -158,9 +158,10 @@ def _load_models(args) -> list[dict]:
         model, meta = create_model_from_weights(path, device)
         models.append({"path": str(path), "model": model, "meta": meta, "label": meta["model"]})
     labels = [m["label"] for m in models]
-    for m in models:                       # the same model twice: tell them apart by file
+    for m in models:  # the same model twice: the file (or run) name tells them apart
         if labels.count(m["label"]) > 1:
-            m["label"] = f"{m['label']} ({Path(m['path']).stem})"
+            path = Path(m["path"])
+            m["label"] = path.parent.name if path.stem == "model" else path.stem
     first = models[0]["meta"]
     for m in models[1:]:
         if list(m["meta"]["input_size"]) != list(first["input_size"]):
