@@ -170,6 +170,9 @@ def test_bad_attention_options_are_one_line_errors(bad):
     ("densenet_bc100_k12", dict(compression=0.0), "compression"),
     ("resnet9", dict(width=0), "width"),
     ("resnet9", dict(num_classes=-1), "num_classes"),
+    ("resnet9", dict(num_classes="x"), "num_classes"),
+    ("resnet9", dict(num_classes=2.7), "num_classes"),   # not silently 2
+    ("resnet9", dict(num_classes=True), "num_classes"),  # not silently 1
     ("resnet18", dict(in_channels=0), "in_channels"),
 ])
 def test_nonsense_sizes_are_one_line_errors_naming_the_argument(name, args, argument):

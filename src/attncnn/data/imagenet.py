@@ -29,7 +29,7 @@ from PIL import Image
 
 from attncnn.data.config import DataConfig
 from attncnn.data.decode import image_suffixes
-from attncnn.data.loader import _generator
+from attncnn.data.loader import seeded_generator
 from attncnn.data.sources import Loaders, register_source
 from attncnn.errors import AttncnnError
 
@@ -136,7 +136,7 @@ class ImageFiles(torch.utils.data.Dataset):
             with Image.open(path) as img:
                 img = img.convert("RGB")
                 if self.train:
-                    gen = _generator(self.seed, epoch, index, 11)
+                    gen = seeded_generator(self.seed, epoch, index, 11)
                     img = random_resized_crop(img, self.size, gen)
                     if self.flip and torch.rand(1, generator=gen).item() < 0.5:
                         img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -225,7 +225,7 @@ class StreamingLoader:
     def _batches(self, epoch: int, start_step: int) -> list[list[int]]:
         n = len(self.files)
         if self.train:
-            order = torch.randperm(n, generator=_generator(self.seed, epoch)).tolist()
+            order = torch.randperm(n, generator=seeded_generator(self.seed, epoch)).tolist()
             local = self.batch_size // self.world_size
             starts = (s * self.batch_size + self.rank * local for s in range(start_step, len(self)))
             return [order[lo:lo + local] for lo in starts]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from attncnn.data.dataset import ArrayDataset
 
 
-def _generator(*keys: int) -> torch.Generator:
+def seeded_generator(*keys: int) -> torch.Generator:
     seed = 0
     for k in keys:
         seed = (seed * 1_000_003 + int(k) + 1) % (2**63 - 1)
@@ -117,7 +117,7 @@ class DeviceLoader:
         """int64 [steps, 4, batch_size / world_size] on the device: this rank's (index, dy,
         dx, mirror) for each step start_step.. of `epoch`, drawn on the CPU in one go and
         sent in one copy (pinned and asynchronous on CUDA, so the host does not wait)."""
-        gen = _generator(self.seed, epoch)
+        gen = seeded_generator(self.seed, epoch)
         order = torch.randperm(len(self.labels), generator=gen)
         layout = (len(self), self.batch_size)                  # the epoch's global batches
         plan = torch.zeros(4, *layout, dtype=torch.int64)      # index, dy, dx, mirror

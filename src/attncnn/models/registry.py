@@ -63,7 +63,7 @@ def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.M
     spec = get_spec(name)
     args = {**spec.defaults, **overrides}
     if num_classes is not None:
-        args["num_classes"] = int(num_classes)
+        args["num_classes"] = num_classes  # checked below: "x", 2.7 and True are refused
     if "num_classes" in args:  # also guards builders registered from outside this package
         check_sizes(name, num_classes=args["num_classes"])
     try:
