@@ -25,7 +25,9 @@ trains with its first schedule length, and if the test accuracy misses the targe
 from scratch with the next; the time reported is that of the first run that reaches the
 target (training + final evaluation, compile/warm-up excluded for both), and every try is
 kept in the results file. Test split = the 5,000-image `test` folder of the tarball (we do
-not tune on it: the recipes are fixed in advance).
+not tune on it: the recipes are fixed in advance). airbench runs first, and the file is
+rewritten after every try ("complete": false until both ladders end), so a time limit that
+stops the command keeps every finished try.
 """
 from __future__ import annotations
 
@@ -302,12 +304,16 @@ def airbench_on_cpu(ab):
 
 # ---------------------------------------------------------------- ladder + main
 
-def ladder(name: str, run_one, lengths: list, target: float) -> dict:
-    """Train with each schedule length in turn until one reaches `target` (percent)."""
-    tries = []
+def ladder(name: str, run_one, lengths: list, target: float, side: dict, save) -> dict:
+    """Train with each schedule length in turn until one reaches `target` (percent).
+
+    Each try is added to side["tries"] and `save()`d as it ends, so a run stopped by a time
+    limit keeps every finished try."""
+    tries = side.setdefault("tries", [])
     for length in lengths:
         result = run_one(length)
         tries.append(result)
+        save()
         print(f"  {name}: {length} epochs -> {result['accuracy']:.2f}% in {result['time_s']:.2f} s "
               f"(train {result['train_s']:.2f} s + eval {result['eval_s']:.2f} s)", flush=True)
         if result["accuracy"] >= target:
@@ -367,14 +373,21 @@ def main(argv: list[str] | None = None) -> int:
 
     ours_lengths = [1] if args.smoke else parse_lengths(args.epochs, int)
     ab_lengths = [1.0] if args.smoke else parse_lengths(args.airbench_epochs)
-    result = {"schema": "attncnn.time_to_accuracy/1", "smoke": args.smoke,
+    result = {"schema": "attncnn.time_to_accuracy/1", "smoke": args.smoke, "complete": False,
               "target": args.target, "data": {"path": data_path.name,
               "name": "CIFAR-10 (JPEG q75 copy)", "num_train": len(train), "num_test": len(test)},
-              "env": environment(device), "ours": {"recipe": asdict(recipe)}, "airbench": None}
-    print(f"ours ({recipe.model}): warming up (compile, autotune) ...", flush=True)
-    ours = Ours(recipe, train, test, device, args.seed)
-    result["ours"]["warmup_s"] = ours.warm_up()
-    result["ours"].update(ladder("ours", ours.train, ours_lengths, args.target))
+              "env": environment(device), "airbench": None, "ours": {"recipe": asdict(recipe)}}
+    # a smoke run's file goes to the git-ignored runs/: it is no result
+    out = Path(args.out) if args.out else ROOT / ("runs" if args.smoke else "results") / (
+        f"time_to_accuracy-{'smoke-' if args.smoke else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")
+
+    def save() -> None:  # after every try: a time limit never loses a finished one
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(out)
+
+    # airbench first: it is the short, fixed reference, and a time limit then cuts ours
     if not args.skip_airbench:
         ab = import_airbench(args.smoke)
         with tempfile.TemporaryDirectory() as tmp, \
@@ -386,8 +399,15 @@ def main(argv: list[str] | None = None) -> int:
             result["airbench"] = {"package_version": getattr(ab, "__version__", None) or _version("airbench"),
                                   "variant": "train94", "warmup_s": warm}
             result["airbench"].update(ladder("airbench", lambda e: train_airbench(
-                ab, e, device, workdir, args.smoke), ab_lengths, args.target))
+                ab, e, device, workdir, args.smoke), ab_lengths, args.target,
+                result["airbench"], save))
+    print(f"ours ({recipe.model}): warming up (compile, autotune) ...", flush=True)
+    ours = Ours(recipe, train, test, device, args.seed)
+    result["ours"]["warmup_s"] = ours.warm_up()
+    result["ours"].update(ladder("ours", ours.train, ours_lengths, args.target,
+                                 result["ours"], save))
 
+    result["complete"] = True
     ours_t = result["ours"]["time_to_target_s"]
     ab_t = (result["airbench"] or {}).get("time_to_target_s")
     result["ratio_ours_over_airbench"] = ours_t / ab_t if ours_t and ab_t else None
@@ -398,11 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  airbench {_fmt(result['airbench'])}")
     if result["ratio_ours_over_airbench"]:
         print(f"  ours / airbench wall time = {result['ratio_ours_over_airbench']:.2f}")
-    # a smoke run's file goes to the git-ignored runs/: it is no result
-    out = Path(args.out) if args.out else ROOT / ("runs" if args.smoke else "results") / (
-        f"time_to_accuracy-{'smoke-' if args.smoke else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(f"wrote {out}")
     return 0
 
