@@ -29,7 +29,8 @@ from PIL import Image
 
 from attncnn.data.config import DataConfig
 from attncnn.data.decode import image_suffixes
-from attncnn.data.loader import seeded_generator
+from attncnn.data.loader import (batches_per_epoch, normalisation, samples_per_epoch,
+                                  seeded_generator)
 from attncnn.data.sources import Loaders, register_source
 from attncnn.errors import AttncnnError
 
@@ -207,20 +208,16 @@ class StreamingLoader:
         self.rank, self.world_size, self.workers = rank, world_size, workers
         self.channels_last, self.skip_corrupt, self.data = channels_last, skip_corrupt, data
         self.skipped: list[str] = []
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1) * 255
+        self.mean, self.std = normalisation(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
-        n = len(self.files)
-        if self.train:
-            return n // self.batch_size
-        return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
+        return batches_per_epoch(len(self.files), self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
 
     @property
     def num_samples(self) -> int:
-        if self.train:
-            return len(self) * self.batch_size // self.world_size
-        return len(range(self.rank, len(self.files), self.world_size))
+        return samples_per_epoch(len(self.files), self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
 
     def _batches(self, epoch: int, start_step: int) -> list[list[int]]:
         n = len(self.files)

@@ -26,6 +26,29 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def batches_per_epoch(n: int, batch_size: int, *, train: bool, rank: int, world_size: int) -> int:
+    """Steps in an epoch of `n` samples: train, whole global batches (drop_last), each rank
+    taking batch_size / world_size of each; eval, rank r's strided share r, r+N, ... in
+    batches of batch_size (the last one short)."""
+    if train:
+        return n // batch_size
+    return -(-len(range(rank, n, world_size)) // batch_size)
+
+
+def samples_per_epoch(n: int, batch_size: int, *, train: bool, rank: int, world_size: int) -> int:
+    """Samples rank `rank` sees per epoch of `n` samples (see `batches_per_epoch`)."""
+    if train:
+        return n // batch_size * batch_size // world_size
+    return len(range(rank, n, world_size))
+
+
+def normalisation(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) [1, 3, 1, 1] on `device`, in uint8 pixel units (x 255), for
+    (images.float() - mean) / std."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
+            torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
+
+
 def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
               mirror: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Windows of a zero-padded image set: image index[i] from row dy[i], column dx[i],
@@ -78,22 +101,17 @@ class DeviceLoader:
         images = F.pad(data.images, (pad,) * 4) if pad else data.images
         self.images = images.contiguous().to(self.device)   # uint8 [N, 3, H+2p, W+2p]
         self.labels = data.labels.to(self.device)
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1) * 255
+        self.mean, self.std = normalisation(data.mean, data.std, self.device)
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        if self.train:
-            return n // self.batch_size
-        mine = len(range(self.rank, n, self.world_size))
-        return -(-mine // self.batch_size)
+        return batches_per_epoch(len(self.labels), self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
 
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch."""
-        if self.train:
-            return len(self) * self.batch_size // self.world_size
-        return len(range(self.rank, len(self.labels), self.world_size))
+        return samples_per_epoch(len(self.labels), self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x float [b, 3, H, W], y int64 [b]) for steps start_step.. of `epoch`."""
