@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from attncnn.bench import environment, synchronize  # noqa: E402
 from attncnn.data import DataConfig, DeviceLoader  # noqa: E402
 from attncnn.data.dataset import ArrayDataset  # noqa: E402
 from attncnn.data.sources import load_split  # noqa: E402
+from attncnn.engine.results import write_json_atomic  # noqa: E402
 from attncnn.fastpath import (make_infer_step, make_optimizer, make_train_step,  # noqa: E402
                               one_cycle)
 from attncnn.models import create_model  # noqa: E402
@@ -383,9 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after every try: a time limit never loses a finished one
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out)
+        write_json_atomic(result, out)
 
     # airbench first: it is the short, fixed reference, and a time limit then cuts ours
     if not args.skip_airbench:
