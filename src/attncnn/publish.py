@@ -83,7 +83,7 @@ def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str |
     model, meta = create_model_from_weights(weights, "cpu")
     save_weights(weights_path, model, classes=meta["classes"], mean=meta["mean"], std=meta["std"],
                  input_size=meta["input_size"], summary=meta.get("summary"),
-                 dtype=None if dtype == "float32" else DTYPES[dtype])
+                 dtype=DTYPES[dtype])
     published = dict(record)
     published["published_weights"] = weights_path.as_posix()
     published["published_weights_dtype"] = dtype
