@@ -66,8 +66,11 @@ def sha256(path: str | Path) -> str:
 
 
 def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = None,
-                     device: torch.device | str = "cpu") -> dict:
+                     device: torch.device | str = "cpu", flip: bool | None = None) -> dict:
     """Evaluate `weights` on `split` (default cfg.eval_split) of `cfg`: a results record.
+
+    flip: average each image's logits with its mirror's (test-time augmentation); None
+    takes `cfg.eval_flip`, or what the run that wrote the weights evaluated with.
 
     The record follows docs/results-format.md with "kind": "eval": model, data, "final"
     (loss, top1, top5 in percent, per_class, count), "confusion" (rows = true class),
@@ -89,7 +92,9 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
     if image_size and tuple(image_size) != tuple(meta["input_size"][1:]):
         notes.append(f"data images are {'x'.join(map(str, image_size))}, the model was trained "
                      f"on {'x'.join(map(str, meta['input_size'][1:]))}")
-    summary = evaluate(model, batches, len(classes), device)
+    if flip is None:
+        flip = bool(cfg.eval_flip or meta.get("summary", {}).get("eval_flip"))
+    summary = evaluate(model, batches, len(classes), device, flip=flip)
     confusion = summary.pop("confusion")
     return {
         "schema": SCHEMA,
@@ -100,7 +105,7 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
         "weights": str(weights),
         "weights_sha256": sha256(weights),
         "data": {"source": cfg.name, "name": name, "root": cfg.root, "split": split,
-                 "num_eval": count, "classes": classes},
+                 "num_eval": count, "classes": classes, "eval_flip": flip},
         "final": summary,
         "confusion": confusion,
         "training": meta.get("summary", {}),

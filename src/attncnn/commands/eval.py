@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a data setting, e.g. --set data.eval_batch_size=256 (repeatable)")
     p.add_argument("--out", "-o", help="output folder for results.json and confusion.png")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each image's logits with its mirror's (default: as the run "
+                        "that wrote the weights evaluated)")
 
 
 def data_config(args: argparse.Namespace):
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run and not weights.is_file():
         raise AttncnnError(f"{args.run} has no model.safetensors (did the run finish?)")
     split = args.split or cfg.eval_split
-    result = evaluate_weights(weights, cfg, split, resolve_device(args.device))
+    result = evaluate_weights(weights, cfg, split, resolve_device(args.device),
+                              flip=args.flip_tta)
     if args.out:
         out = Path(args.out)
     elif args.run:

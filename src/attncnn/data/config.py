@@ -19,6 +19,7 @@ class DataConfig:
     augment: bool = True            # train only: random crop (pad 4) + horizontal flip
     crop_padding: int = 4
     flip: bool = True
+    eval_flip: bool = False         # eval: average the logits of each image and its mirror (flip TTA)
     image_size: int | None = None   # folder: resize all images to this square; imagenet: crop (224)
     workers: int = 4                # large-image sources: DataLoader workers
     cache_dir: str | None = None    # decoded-tensor cache (default ~/.cache/attncnn)

@@ -59,8 +59,9 @@ class RunConfig:
     out_dir: str = "runs"               # run directory = out_dir/name
     name: Union[str, None] = None       # default: <model>-<data>-s<seed>; a plain directory name
     device: str = AUTO                  # auto | cpu | cuda | cuda:N
-    amp: Union[str, bool] = AUTO        # auto: bf16 autocast on CUDA, off on CPU
-    channels_last: Union[str, bool] = AUTO  # auto: on for CUDA
+    amp: Union[str, bool] = AUTO        # auto: bf16 autocast on CUDA and on CPUs with native bf16
+    channels_last: Union[str, bool] = AUTO  # auto: on (CUDA and CPU)
+    threads: int = 0                    # CPU: torch threads (0: torch's default, one per core)
     compile: Union[str, bool] = AUTO    # auto: on for CUDA
     compile_mode: str = "default"       # torch.compile mode; reduce-overhead adds CUDA graphs
     sync_bn: bool = False               # DDP: BatchNorm statistics over the global batch
@@ -354,6 +355,8 @@ def _check_values(cfg: Config, source: str) -> None:
         bad("run.checkpoint_every_steps", f"must be >= 0, got {cfg.run.checkpoint_every_steps}")
     if not (math.isfinite(cfg.run.dist_timeout_s) and cfg.run.dist_timeout_s > 0):
         bad("run.dist_timeout_s", f"must be > 0 and finite, got {cfg.run.dist_timeout_s}")
+    if cfg.run.threads < 0:
+        bad("run.threads", f"must be >= 0 (0: torch's default), got {cfg.run.threads}")
     if cfg.run.eval_every_epochs < 1:
         bad("run.eval_every_epochs", f"must be >= 1, got {cfg.run.eval_every_epochs}")
     name = cfg.run.name

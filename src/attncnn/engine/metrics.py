@@ -58,10 +58,11 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
-             autocast_dtype: torch.dtype | None = None, reduce=None) -> dict:
+             autocast_dtype: torch.dtype | None = None, reduce=None, flip: bool = False) -> dict:
     """Run `model` in eval mode over `batches` of (x, y); return `ClassificationMeter.summary()`.
 
     `reduce(tensors)` (optional) sums the meter's tensors across ranks in place.
+    `flip`: test-time augmentation, the logits are the mean of the image's and its mirror's.
     The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
@@ -71,6 +72,8 @@ def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
     for x, y in batches:
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
+            if flip:
+                logits = (logits.float() + model(x.flip(3)).float()) / 2
         meter.update(logits, y)
     if reduce is not None:
         reduce(meter.state_tensors())
