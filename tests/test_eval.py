@@ -118,3 +118,21 @@ def test_confusion_png_for_many_classes(tmp_path):
     path = plot_confusion(confusion, [f"c{i}" for i in range(n)], tmp_path / "c.png", "many")
     with Image.open(path) as png:
         assert png.size[0] >= 500
+
+
+def test_evaluate_weights_follows_the_runs_flip_setting(tmp_path, model):
+    """Weights whose run evaluated with flip TTA are evaluated with it again (so `attncnn
+    eval` reproduces the recorded figure); flip=False overrides."""
+    flipped = save_weights(tmp_path / "f.safetensors", model, classes=CLASSES, mean=MEAN, std=STD,
+                           input_size=(3, 8, 8), summary={"eval_flip": True})
+    cfg = DataConfig(name="tiny_eval_test")
+    with_flip = evaluate_weights(flipped, cfg, "test")
+    without = evaluate_weights(flipped, cfg, "test", flip=False)
+    assert with_flip["data"]["eval_flip"] is True and without["data"]["eval_flip"] is False
+    data = tiny_source(DataConfig(), "test")
+    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(3))) / 2
+    expected = torch.nn.functional.cross_entropy(logits, data.labels).item()
+    assert with_flip["final"]["loss"] == pytest.approx(expected, rel=1e-5)
+    assert without["final"]["loss"] != pytest.approx(expected, rel=1e-5)

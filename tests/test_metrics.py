@@ -31,3 +31,29 @@ def test_evaluate_restores_mode_and_counts_every_sample():
         pred = torch.cat([model(x).argmax(1) for x, _ in batches])
     labels = torch.cat([y for _, y in batches])
     assert s["top1"] == 100.0 * int((pred == labels).sum()) / 15
+
+
+def test_evaluate_with_flip_averages_the_logits_of_the_image_and_its_mirror():
+    from attncnn.engine.metrics import ClassificationMeter, evaluate
+
+    class LeftRight(torch.nn.Module):
+        """Logits [mean of the left half, mean of the right half, 0]: not mirror-invariant."""
+
+        def forward(self, x):
+            half = x.shape[3] // 2
+            left, right = x[..., :half].mean((1, 2, 3)), x[..., half:].mean((1, 2, 3))
+            return torch.stack([left, right, torch.zeros_like(left)], 1)
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 4, 4, generator=gen)
+    x[:3, ..., :2] += 1.0       # brighter on the left: class 0 unflipped
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    plain = evaluate(LeftRight(), [(x, y)], 3)
+    flipped = evaluate(LeftRight(), [(x, y)], 3, flip=True)
+    expected = ClassificationMeter(3)
+    model = LeftRight()
+    expected.update((model(x) + model(x.flip(3))) / 2, y)
+    assert flipped["loss"] == expected.summary()["loss"]
+    assert flipped["loss"] != plain["loss"]
+    # averaged with its mirror, each image's two halves score alike: ties go to class 0
+    assert flipped["confusion"] == [[3, 0, 0], [3, 0, 0], [0, 0, 0]]
