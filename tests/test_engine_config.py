@@ -94,6 +94,27 @@ def test_bad_values_are_one_line_errors(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("model.args={attention: softmx}",
+     "model.args: unknown attention kind 'softmx'; did you mean 'softmax'?"),
+    ("model.args={depthh: 8}",
+     "model.args: attn_resnet20_cifar: bad model argument 'depthh'; did you mean 'depth'?"),
+    ("model.args={attention_placement: blok}",
+     "unknown attention_placement 'blok'; did you mean 'block'?"),
+    ("model.args={attention_options: {num_map: 2}}",
+     "attention 'softmax': unknown option 'num_map'; did you mean 'num_maps'?"),
+    ("model.args={depth: 7}", "depth must be 6n+2"),
+    ("model.args={widths: 3}", "widths"),
+])
+def test_model_args_are_checked_at_load_with_a_suggestion(override, message):
+    """The model is built on the meta device at load, so a typo in model.args is one line
+    naming the config, with the closest argument, before anything runs."""
+    with pytest.raises(AttncnnError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith("defaults: model.args")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("name", ["..", "../elsewhere", "a/../../b", "/tmp/abs", "a\\b", ".", ""])
 def test_a_run_name_that_would_leave_out_dir_is_refused_at_load(name):
     with pytest.raises(AttncnnError, match="run.name must be a plain directory name") as err:

@@ -190,6 +190,19 @@ def test_unknown_model_suggests_close_names():
         create_model("resnet20_cifar", widht=3)
 
 
+@pytest.mark.parametrize("args, message", [
+    (dict(widht=3), "bad model argument 'widht'; did you mean 'widths'?"),
+    (dict(depthh=8), "bad model argument 'depthh'; did you mean 'depth'?"),
+    (dict(attention="softmx"), "unknown attention kind 'softmx'; did you mean 'softmax'?"),
+    (dict(attention_placement="stag"), "did you mean 'stage'?"),
+    (dict(attention_options={"tempreature": 2}), "did you mean 'temperature'?"),
+])
+def test_misspelt_model_arguments_get_a_suggestion(args, message):
+    with torch.device("meta"), pytest.raises(AttncnnError) as info:
+        create_model("attn_resnet20_cifar", **args)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_registry_has_every_row_of_the_papers_tables():
     needed = {"resnet110_cifar", "densenet_bc100_k12", "se_resnet110_cifar",
               "cbam_resnet110_cifar", "attn_resnet110_cifar", "resnet50", "se_resnet50",

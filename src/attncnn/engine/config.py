@@ -306,6 +306,7 @@ def _check_values(cfg: Config, source: str) -> None:
         bad("model.name", f"names an {err}")
     if "num_classes" in cfg.model.args:  # training passes the data's class count itself
         bad("model.args.num_classes", "is set from the data's classes; remove it")
+    _check_model_args(cfg, source)
     if cfg.optim.name != "sgd":
         bad("optim.name", f"must be 'sgd' (the paper's optimiser), got {cfg.optim.name!r}")
     if cfg.schedule.name not in ("step", "cosine"):
@@ -368,6 +369,25 @@ def _check_values(cfg: Config, source: str) -> None:
     if not (device in (AUTO, "cpu", "cuda", "mps")
             or (device.startswith("cuda:") and device[5:].isdigit())):
         bad("run.device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _check_model_args(cfg: Config, source: str) -> None:
+    """Build the model on the meta device (shapes only, nothing allocated), so that a typo in
+    model.args (`depthh`, `attention: softmx`) is a one-line error at load, with a
+    suggestion, before a run directory is chosen or any data is read."""
+    import torch
+
+    from attncnn.models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model.name, **cfg.model.args)
+    except AttncnnError as err:
+        raise AttncnnError(f"{source}: model.args: {err}") from None
+    except Exception as err:  # a builder's own failure on a strange value: still one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttncnnError(f"{source}: model.args do not build {cfg.model.name} "
+                           f"({type(err).__name__}: {first})") from None
 
 
 def _plain(value):

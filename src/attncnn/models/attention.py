@@ -16,6 +16,8 @@ Kinds:
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 from typing import Iterator
 
 import torch
@@ -177,9 +179,19 @@ def make_attention(kind: str | None, channels: int, **opts) -> nn.Module:
         return nn.Identity()
     try:
         cls = ATTENTION_KINDS[kind]
-    except KeyError:
-        known = ", ".join(["none", *ATTENTION_KINDS])
-        raise AttncnnError(f"unknown attention kind {kind!r}; known kinds: {known}") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable kind, e.g. a list
+        known = ["none", *ATTENTION_KINDS]
+        close = difflib.get_close_matches(str(kind), known, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise AttncnnError(f"unknown attention kind {kind!r}; {hint}(known kinds: "
+                           f"{', '.join(known)})") from None
+    options = [n for n in inspect.signature(cls).parameters if n != "channels"]
+    for key in opts:
+        if key not in options:
+            close = difflib.get_close_matches(str(key), options, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttncnnError(f"attention {kind!r}: unknown option {key!r}{hint} "
+                               f"(options: {', '.join(options)})")
     try:
         return cls(channels, **opts)
     except TypeError as err:

@@ -2,6 +2,7 @@
 initialisation."""
 from __future__ import annotations
 
+import difflib
 from typing import Sequence
 
 from torch import nn
@@ -39,8 +40,11 @@ def units_per_stage(owner: str, depth: int, extra: int, examples: str) -> int:
 
 def check_placement(placement: str) -> str:
     if placement not in PLACEMENTS:
+        close = difflib.get_close_matches(str(placement), PLACEMENTS, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise AttncnnError(
-            f"unknown attention_placement {placement!r}; choose one of {', '.join(PLACEMENTS)}"
+            f"unknown attention_placement {placement!r}{hint} (choose one of "
+            f"{', '.join(PLACEMENTS)})"
         )
     return placement
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -58,14 +59,37 @@ def get_spec(name: str) -> ModelSpec:
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
-    """Build the registered model `name`, overriding any constructor argument."""
+def create_model(name: str, num_classes: int | None = None, *, pretrained=None,
+                 **overrides) -> nn.Module:
+    """Build the registered model `name`, overriding any constructor argument.
+
+    pretrained (never fetched from the network; see docs/pretrained.md):
+    - a tag of the weights shipped with attncnn (`list_pretrained()`), e.g. "digits": the
+      model is built as those weights were trained (their arguments; an override that
+      contradicts them is refused) and loaded;
+    - a local file (.safetensors, or .pth/.pt read with weights_only=True; ours, or a
+      torchvision / timm ResNet for resnet18/34/50/101 and their attention versions), or
+      "model:tag" (another model's shipped weights): loaded into the model built from
+      `name` and the overrides. Attention tensors the file lacks keep their initial values.
+    A num_classes other than the weights' gets a new, freshly initialised head.
+    The model then carries `pretrained_cfg` (source, classes, mean, std, input size, ...);
+    None without pretrained.
+    """
     spec = get_spec(name)
+    source = None
+    if pretrained is not None and pretrained is not False:
+        from attncnn.pretrained.load import resolve
+
+        source = resolve(name, pretrained)
+        if source.use_recipe:
+            overrides = source.recipe_args(name, spec.defaults, spec.builder, overrides,
+                                           num_classes)
     args = {**spec.defaults, **overrides}
     if num_classes is not None:
         args["num_classes"] = num_classes  # checked below: "x", 2.7 and True are refused
     if "num_classes" in args:  # also guards builders registered from outside this package
         check_sizes(name, num_classes=args["num_classes"])
+    _check_argument_names(name, spec.builder, args)
     try:
         model = spec.builder(**args)
     except TypeError as err:
@@ -73,7 +97,28 @@ def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.M
     model.model_name = name
     model.model_args = args
     model.input_size = spec.input_size
+    model.pretrained_cfg = None
+    if source is not None:
+        source.load(model)
     return model
+
+
+def _check_argument_names(name: str, builder, args: dict) -> None:
+    """Refuse an argument the builder does not take, naming the closest one it does
+    (`depthh` -> did you mean 'depth'?)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # no signature to read: the builder will say
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttncnnError(f"{name}: bad model argument {key!r}{hint} "
+                               f"(it takes {', '.join(known)})")
 
 
 ATTENTION_PREFIXES = {"": None, "se_": "se", "cbam_": "cbam", "attn_": "softmax"}
