@@ -125,6 +125,55 @@ def test_an_existing_run_is_not_overwritten(tmp_path, one_thread):
         train(cfg, quiet=True)
 
 
+def test_running_a_default_named_config_again_writes_to_the_next_version(tmp_path, capsys,
+                                                                          one_thread):
+    """As Lightning's version_N: a second run of the same config is a new run beside the
+    first, with a line saying where it went; the first stays for --resume."""
+    cfg = toy_config(tmp_path, schedule={"epochs": 1}, run={"name": None})
+    records = [train(cfg, quiet=True) for _ in range(3)]
+    first = tmp_path / "attn_resnet20_cifar-engine_toy-s0"
+    assert [r["run_dir"] for r in records] == [str(first), f"{first}-v2", f"{first}-v3"]
+    assert [r["run_name"] for r in records][1] == f"{first.name}-v2"
+    err = capsys.readouterr().err
+    assert (f"run directory {first} exists; writing to {first}-v2 (continue {first} with "
+            f"--resume {first})") in err
+    assert f"writing to {first}-v3" in err
+    for run_dir in (first, tmp_path / f"{first.name}-v2", tmp_path / f"{first.name}-v3"):
+        assert (run_dir / "model.safetensors").is_file()
+
+
+def test_a_run_dir_with_only_a_config_counts_as_taken(tmp_path):
+    """A run killed before its first checkpoint (or one still starting) keeps its folder."""
+    cfg = toy_config(tmp_path, run={"name": None})
+    first = tmp_path / "attn_resnet20_cifar-engine_toy-s0"
+    assert train_module.choose_run_dir(cfg) == (first, None)
+    first.mkdir()
+    (first / "config.yaml").write_text("{}")
+    assert train_module.choose_run_dir(cfg) == (tmp_path / f"{first.name}-v2", first)
+    named = toy_config(tmp_path, run={"name": "fixed"})  # a fixed name is never moved
+    (tmp_path / "fixed").mkdir()
+    (tmp_path / "fixed" / "config.yaml").write_text("{}")
+    assert train_module.choose_run_dir(named) == (tmp_path / "fixed", None)
+
+
+def test_a_model_args_typo_is_named_before_the_existing_run(tmp_path, capsys, one_thread):
+    import yaml
+
+    from attncnn.cli import main
+    from attncnn.engine.config import config_to_dict
+
+    cfg = toy_config(tmp_path, schedule={"epochs": 1})
+    train(cfg, quiet=True)  # tmp_path/toy now holds a run
+    raw = config_to_dict(cfg)
+    raw["model"]["args"] = {"depthh": 8, "widths": [4, 8, 8]}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", "-q", "-c", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"attncnn: error: {path}: model.args: attn_resnet20_cifar: bad "
+                              f"model argument 'depthh'; did you mean 'depth'?")
+
+
 def test_loading_refuses_pickled_code(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -170,6 +170,26 @@ def test_resume_falls_back_past_a_damaged_last_and_never_keeps_it(run_dir, capsy
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_resume_past_a_damaged_last_says_what_was_skipped_and_why(run_dir, capsys, one_thread):
+    """Falling back loses the steps since last.prev.pt: the user is told, not left to wonder
+    why an epoch runs twice."""
+    raw = bytearray((run_dir / ckpt.LAST).read_bytes())
+    raw[tensor_byte(run_dir / ckpt.LAST)] ^= 0x55
+    (run_dir / ckpt.LAST).write_bytes(raw)
+    assert main(["train", "-q", "--resume", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "skipped last.pt" in line)
+    assert warning.startswith(f"warning: skipped last.pt: {run_dir / ckpt.LAST} is damaged: "
+                              f"record ")
+    assert warning.endswith("fails its CRC check (moved to last.bad.pt); resuming from "
+                            "last.prev.pt at epoch 2 step 2: the steps since then are run again")
+
+    notes = []
+    (run_dir / ckpt.LAST).write_bytes(b"not a checkpoint")
+    state = ckpt.find_resume_checkpoint(run_dir, notice=notes.append)
+    assert position(state) == 6 and len(notes) == 1 and "last.pt is truncated, damaged" in notes[0]
+
+
 def test_resume_with_no_good_checkpoint_says_so_in_one_line(run_dir, tmp_path, capsys):
     (run_dir / ckpt.LAST).write_bytes((run_dir / ckpt.LAST).read_bytes()[:-100])
     (run_dir / ckpt.PREVIOUS).write_bytes(b"")

@@ -113,8 +113,13 @@ def _check_crc(path: Path) -> None:
         raise AttncnnError(f"{path} is damaged: record {bad} fails its CRC check")
 
 
-def find_resume_checkpoint(run_dir: str | Path) -> dict:
-    """The newest loadable checkpoint of `run_dir`: last.pt, else last.prev.pt."""
+def find_resume_checkpoint(run_dir: str | Path, notice=None) -> dict:
+    """The newest loadable checkpoint of `run_dir`: last.pt, else last.prev.pt.
+
+    notice(text): told, in one line, when last.pt is skipped: why, where it was moved, and
+    where the run resumes instead (the steps since then are run again). Default: a warning
+    on stderr.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AttncnnError(f"cannot resume: run directory {run_dir} does not exist")
@@ -127,15 +132,28 @@ def find_resume_checkpoint(run_dir: str | Path) -> dict:
                 errors.append(str(err))
                 continue
             if errors:  # move the damaged last.pt aside, or the next save would rotate it
-                try:    # over this good one (kept for inspection as last.bad.pt)
+                moved = f"moved to {DAMAGED}"  # over this good one (kept for inspection)
+                try:
                     os.replace(run_dir / LAST, run_dir / DAMAGED)
-                except OSError:
-                    pass
+                except OSError as err:
+                    moved = f"could not be moved aside: {err.strerror or err}"
+                _tell(notice, f"skipped {LAST}: {errors[0]} ({moved}); resuming from {name} "
+                              f"at epoch {state.get('epoch', 0) + 1} step {state.get('step', 0)}: "
+                              f"the steps since then are run again")
             return state
     if not errors:
         raise AttncnnError(f"cannot resume: {run_dir} holds no checkpoint (the run stopped "
                            f"before writing its first one); start it again with --config")
     raise AttncnnError(f"cannot resume: no usable checkpoint in {run_dir} ({'; '.join(errors)})")
+
+
+def _tell(notice, text: str) -> None:
+    if notice is None:
+        import sys
+
+        print(f"attncnn: warning: {text}", file=sys.stderr, flush=True)
+    else:
+        notice(f"warning: {text}")
 
 
 def check_compatible(state: dict, model_name: str, num_classes: int, source: str) -> None:

@@ -82,6 +82,29 @@ def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{cfg.model.name}-{cfg.data.name}-s{cfg.run.seed}"
 
 
+RUN_FILES = ("config.yaml", ckpt.LAST, ckpt.PREVIOUS, "results.json")  # any: a run is there
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+
+
+def choose_run_dir(cfg: Config) -> tuple[Path, Path | None]:
+    """(the directory a new run writes to, the taken default it moved away from, or None).
+
+    run.name set: out_dir/name as it is (a run already there is refused, so that fixed
+    names, e.g. a sweep's, never drift). Default name: the first of <name>, <name>-v2,
+    <name>-v3, ... that holds no run, so running a config again never needs a new name.
+    """
+    first = Path(cfg.run.out_dir) / run_name(cfg)
+    if cfg.run.name is not None or not holds_run(first):
+        return first, None
+    version = 2
+    while holds_run(first.with_name(f"{first.name}-v{version}")):
+        version += 1
+    return first.with_name(f"{first.name}-v{version}"), first
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -159,9 +182,17 @@ class _Run:
         self.sync_every = 1 if device.type == "cpu" else SYNC_EVERY
         self.progress = Progress(dist.is_main, quiet)
 
-        self.run_dir = Path(resume) if resume is not None else Path(cfg.run.out_dir) / run_name(cfg)
+        if resume is not None:
+            self.run_dir = Path(resume)
+        else:
+            self.run_dir, taken = choose_run_dir(cfg)
+            dist.barrier()  # every rank has chosen before rank 0 writes anything there
+            if taken is not None:
+                self.progress.message(f"run directory {taken} exists; writing to {self.run_dir} "
+                                      f"(continue {taken} with --resume {taken})")
         self.name = self.run_dir.name
-        state = ckpt.find_resume_checkpoint(self.run_dir) if resume is not None else None
+        state = (ckpt.find_resume_checkpoint(self.run_dir, notice=self.progress.message)
+                 if resume is not None else None)
         if state is None and (self.run_dir / ckpt.LAST).exists():
             raise AttncnnError(f"{self.run_dir} already holds a run; continue it with --resume "
                                f"{self.run_dir} or pick another run.name")
