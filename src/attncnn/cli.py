@@ -11,8 +11,8 @@ import sys
 
 from attncnn.errors import AttncnnError
 
-COMMANDS = ("train", "eval", "predict", "explain", "bench", "export", "publish", "report",
-            "models")
+COMMANDS = ("train", "sweep", "eval", "predict", "explain", "bench", "export", "publish",
+            "report", "models")
 
 
 def _available_commands():
