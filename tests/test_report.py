@@ -1,6 +1,8 @@
 """`attncnn report`: results files -> tables with mean ± std, claims, CSV, README, plots."""
 import csv
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,15 @@ from attncnn.report import (
     render_markdown,
     replace_readme_section,
 )
+from attncnn.report_stats import mean_minutes, paired_difference, t975, time_ratio
 
 JPEG = "CIFAR-10 (JPEG q75 copy)"
 
 
 def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", row="attn_resnet110",
                  dataset="cifar10_jpeg", seed=0, top1=90.0, epochs=4, data_name=JPEG,
-                 completed=None, status="finished", history=True, name=None) -> Path:
+                 completed=None, status="finished", history=True, name=None,
+                 wall=None) -> Path:
     """A results file as `attncnn train` writes it (docs/results-format.md)."""
     completed = epochs if completed is None else completed
     doc = {
@@ -46,6 +50,7 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
         "env": {"device": "cuda", "device_name": "NVIDIA H100", "git_commit": "0123456789abcdef",
                 "git_dirty": False},
         "started_at": f"2026-11-25T15:{seed:02d}:00Z",
+        "wall_time_s": wall,
         "weights": f"runs/x/{model}-s{seed}/model.safetensors",
         "published_weights": f"results/weights/{model}-s{seed}.safetensors",
     }
@@ -55,7 +60,7 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
 
 
 def claims_file(tmp_path: Path, claims: list[dict]) -> Path:
-    """The packaged layout with `claims` instead of the packaged (empty) list."""
+    """The packaged layout with `claims` instead of the packaged list."""
     import yaml
 
     from attncnn import report
@@ -156,10 +161,18 @@ def test_conflicting_claims_are_both_shown_and_flagged(tmp_path):
 
 
 def test_without_claims_every_paper_cell_says_claim_na(tmp_path):
-    md = generate([tmp_path], plot=False)
+    import yaml
+
+    path = claims_file(tmp_path, [])
+    doc = yaml.safe_load(path.read_text())
+    doc["claims_note"] = "A note saying why there are no claims."
+    path.write_text(yaml.safe_dump(doc))
+    results = tmp_path / "results"
+    results.mkdir()
+    md = generate([results], claims=path, plot=False)
     rows = table_rows(md, "Tables 1 and 3")
     assert all("claim: n/a" in cell for r in rows for cell in r[1:] if cell != "—")
-    assert "could not be retrieved" in md
+    assert "A note saying why there are no claims." in md and "100 − top-1 error" not in md
 
 
 def test_provenance_names_files_weights_device_and_data(tmp_path):
@@ -265,3 +278,211 @@ def test_cli_report_writes_files_and_rejects_missing_paths(tmp_path, capsys):
     assert (out / "report.md").is_file() and (out / "report.csv").is_file()
     assert main(["report", "--results", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the paper's claims
+PAPER = Path(__file__).resolve().parents[1] / ".." / "shared" / "paper" / "paper.txt"
+# the paper's row names -> the layout's rows (its ImageNet column -> the ResNet-50 rows)
+PAPER_ROWS = {"ResNet-110": "resnet110", "DenseNet-BC": "densenet_bc100_k12",
+              "SE-ResNet-110": "se_resnet110", "Squeeze-and-Excitation": "se_resnet110",
+              "CBAM-ResNet-110": "cbam_resnet110", "Ours": "attn_resnet110",
+              "Baseline CNN": "resnet110", "CNN without attention": "resnet110",
+              "Attention-based CNN": "attn_resnet110", "Full model": "attn_resnet110"}
+IMAGENET_ROWS = {"resnet110": "resnet50", "se_resnet110": "se_resnet50",
+                 "cbam_resnet110": "cbam_resnet50", "attn_resnet110": "attn_resnet50"}
+COLUMNS = {"CIFAR-10": "cifar10", "CIFAR-100": "cifar100", "ImageNet": "imagenet"}
+
+
+def paper_tables(text: str) -> set[tuple]:
+    """(table id, row, data set, accuracy, source) for every figure of the paper's Tables 1-4."""
+    out, lines = set(), text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"Table (\d):", line)
+        if not m:
+            continue
+        source = f"Table {m.group(1)}"
+        head = next(k for k in range(i + 1, len(lines)) if "\t" in lines[k])
+        columns = [COLUMNS[c] for c in lines[head].split("\t")[1:]]
+        for body in lines[head + 1:]:
+            if "\t" not in body:
+                break
+            name, *values = body.split("\t")
+            name = re.sub(r"</?b>", "", name)
+            row = next(r for p, r in PAPER_ROWS.items() if name.startswith(p))
+            for ds, value in zip(columns, values):
+                acc = float(re.sub(r"</?b>|%", "", value))
+                if ds == "imagenet":
+                    if row not in IMAGENET_ROWS:  # DenseNet-BC's ImageNet figure: no row
+                        continue
+                    row_here = IMAGENET_ROWS[row]
+                else:
+                    row_here = row
+                table = "table1" if source in ("Table 1", "Table 3") else "table2"
+                out.add((table, row_here, ds, acc, source))
+    return out
+
+
+def test_packaged_claims_parse_and_each_names_a_cell_of_the_layout():
+    paper = load_paper()
+    assert len(paper["claims"]) > 30
+    layout = {t["id"]: t for t in paper["tables"]}
+    for c in paper["claims"]:
+        spec = layout[c.table]
+        row = next(r for r in spec["rows"] if r["id"] == c.row)
+        assert c.dataset in row.get("datasets", spec["datasets"]), c
+        assert c.source in {"Table 1", "Table 2", "Table 3", "Table 4"}, c
+        assert 0 < c.accuracy < 100
+    assert "could not be retrieved" not in (paper.get("claims_note") or "")
+    assert "1.2%, 1.5%" in paper["claims_note"] and "0.5%, 1.2%" in paper["claims_note"]
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper's text is not in this checkout")
+def test_table_claims_are_exactly_the_papers_tables():
+    """Every figure of Tables 1-4 is recorded, with its own table, and nothing else."""
+    expected = paper_tables(PAPER.read_text())
+    assert len(expected) == 2 * (5 * 3 - 1) - 3 + 8  # T1: 14 minus DenseNet ImageNet, T3: 11, T2+T4: 8
+    recorded = {(c.table, c.row, c.dataset, round(c.accuracy, 2), c.source)
+                for c in load_paper()["claims"] if c.table in ("table1", "table2")}
+    assert recorded == expected
+
+
+def test_cpu_tier_claims_are_the_analogous_rows_labelled_as_the_papers():
+    claims = load_paper()["claims"]
+    analogue = {"resnet20": "resnet110", "attn_resnet20_stage": "attn_resnet110",
+                "se_resnet20": "se_resnet110", "cbam_resnet20": "cbam_resnet110"}
+    official = {(c.row, c.accuracy, c.source) for c in claims
+                if c.table in ("table1", "table2") and c.dataset == "cifar10"}
+    cpu = [c for c in claims if c.table == "cpu_cifar10"]
+    assert {c.row for c in cpu} == set(analogue)
+    for c in cpu:
+        assert (analogue[c.row], c.accuracy, c.source) in official, c
+        assert "official CIFAR-10" in c.label and "200 ep" in c.label
+
+
+def test_packaged_claims_show_beside_the_cells(tmp_path):
+    md = generate([tmp_path], plot=False)
+    rows = {r[0]: r for r in table_rows(md, "Tables 1 and 3")}
+    assert rows["Attention ResNet-110 (paper)"][1].endswith("claim: 96.20 (Table 1) / 96.20 (Table 3)")
+    assert "claims disagree: 95.20 (Table 1) vs 95.30 (Table 3)" in rows["SE-ResNet-110"][1]
+    assert rows["CBAM-ResNet-110"][3].endswith("claim: 76.10 (Table 1)")  # no CBAM row in Table 3
+    assert rows["ResNet-110"][2].endswith("claim: n/a")  # the JPEG copy: no claim of its own
+    assert rows["Attention ResNet-50 (paper)"][4].endswith("claim: 78.30 (Table 1) / 78.30 (Table 3)")
+    rows2 = {r[0]: r for r in table_rows(md, "Tables 2 and 4")}
+    assert "claims disagree: 73.60 (Table 2) vs 74.30 (Table 4)" in rows2["ResNet-110"][3]
+    cpu = {r[0]: r for r in table_rows(md, "CPU tier")}
+    assert "claim (paper's CBAM-ResNet-110, 200 ep, official CIFAR-10): 95.50 (Table 1)" in cpu[
+        "+ CBAM in every block"][1]
+    assert "claim" not in cpu["+ the same, residual x(1 + w)"][1]  # no analogue in the paper
+
+
+def test_a_claim_naming_no_cell_is_refused(tmp_path):
+    bad = claims_file(tmp_path, [{"table": "table1", "row": "resnet110", "dataset": "imagenet",
+                                  "metric": "top1_acc", "value": 75.3, "source": "Table 1"}])
+    with pytest.raises(AttncnnError, match="no such cell"):
+        load_paper(bad)
+
+
+def test_a_baseline_that_is_not_a_row_is_refused(tmp_path):
+    import yaml
+
+    path = claims_file(tmp_path, [])
+    doc = yaml.safe_load(path.read_text())
+    doc["tables"][0]["baseline"] = "resnet18"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(AttncnnError, match="baseline 'resnet18'"):
+        build_tables([], load_paper(path))
+
+
+# ---------------------------------------------------------------- statistics
+def test_t_quantiles_match_known_values():
+    assert t975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t975(2) == pytest.approx(4.303, abs=1e-3)
+    assert t975(4) == pytest.approx(2.776, abs=1e-3)
+    assert t975(30) == pytest.approx(2.042, abs=1e-3)
+    assert t975(60) == pytest.approx(2.000, abs=1e-3)   # past the table: the expansion
+    assert t975(120) == pytest.approx(1.980, abs=1e-3)
+    assert t975(10 ** 6) == pytest.approx(1.95996, abs=1e-4)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            t975(bad)
+
+
+def test_t_quantiles_agree_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 201):
+        assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
+
+
+def test_paired_difference_on_a_hand_made_example():
+    row = {0: 11.0, 1: 22.0, 2: 33.0, 3: 50.0}   # seed 3 has no baseline: left out
+    base = {0: 10.0, 1: 20.0, 2: 30.0, 9: 1.0}   # seed 9 has no row run: left out
+    d = paired_difference(row, base)
+    assert d.seeds == (0, 1, 2) and d.diffs == (1.0, 2.0, 3.0)
+    assert d.mean == pytest.approx(2.0)
+    assert d.half_width == pytest.approx(4.3027 * 1.0 / math.sqrt(3))  # sd of [1, 2, 3] is 1
+    assert (d.low, d.high) == pytest.approx((2 - 2.48417, 2 + 2.48417), abs=1e-4)
+
+
+def test_verdicts_in_plain_words():
+    base = {0: 50.0, 1: 50.0, 2: 50.0}
+    assert paired_difference({0: 52.0, 1: 52.1, 2: 51.9}, base).verdict == "wins"
+    assert paired_difference({0: 48.0, 1: 47.9, 2: 48.1}, base).verdict == "loses"
+    assert paired_difference({0: 51.0, 1: 52.0, 2: 53.0}, base).verdict == "within noise"
+    one = paired_difference({0: 60.0}, base)
+    assert (one.verdict, one.mean, one.half_width) == ("n<2: no interval", 10.0, None)
+    assert paired_difference({5: 60.0}, base).verdict == "no seed in common"
+
+
+def test_wall_time_mean_and_ratio():
+    assert mean_minutes([60.0, 180.0, None]) == pytest.approx(2.0)  # a run without one is skipped
+    assert mean_minutes([None]) is None
+    assert time_ratio(6.0, 4.0) == pytest.approx(1.5)
+    assert time_ratio(6.0, None) is None and time_ratio(None, 4.0) is None
+
+
+def test_table_with_a_baseline_shows_paired_differences_and_time(tmp_path):
+    cpu = dict(table="cpu_cifar10", dataset="cifar10_jpeg", epochs=24)
+    for seed, acc in enumerate([80.0, 81.0, 82.0]):
+        write_result(tmp_path, model="resnet20_cifar", row="resnet20", seed=seed, top1=acc,
+                     wall=120.0, **cpu)
+    for seed, acc in enumerate([81.0, 83.0, 85.0, 90.0]):  # seed 3: no baseline run to pair with
+        write_result(tmp_path, model="se_resnet20_cifar", row="se_resnet20", seed=seed, top1=acc,
+                     wall=180.0, **cpu)
+    for seed, acc in enumerate([90.0, 91.1, 91.9]):
+        write_result(tmp_path, model="cbam_resnet20_cifar", row="cbam_resnet20", seed=seed, top1=acc,
+                     wall=240.0, **cpu)
+    write_result(tmp_path, model="attn_resnet20_cifar", row="attn_resnet20_block", seed=0,
+                 top1=79.0, wall=150.0, **{**cpu, "epochs": 10})  # another recipe: not paired
+    out = tmp_path / "out"
+    md = generate([tmp_path], out_dir=out, plot=False)
+    section = md[md.index("### CPU tier"):md.index("### Short-budget")]
+    assert "Seed by seed, against the baseline ResNet-20 (no attention):" in section
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines()
+             if line.startswith("| ") and " min |" in line}
+    base = lines["ResNet-20 (no attention) [S1]"]
+    assert "80.00 (s0), 81.00 (s1), 82.00 (s2)" in base and "| baseline |" in base
+    assert "2.0 min" in base and "1.00×" in base
+    se = next(v for k, v in lines.items() if k.startswith("+ SE"))
+    assert "| +2.00 (3 seeds) | [-0.48, +4.48] | within noise | 3.0 min | 1.50× |" in se
+    cbam = next(v for k, v in lines.items() if k.startswith("+ CBAM"))
+    assert "| +10.00 (3 seeds) |" in cbam and "| wins |" in cbam and "2.00×" in cbam
+    block = next(v for k, v in lines.items() if k.startswith("+ softmax attention after every block"))
+    assert "no baseline run at this setting" in block and "2.5 min" in block
+    rows = {r["row"]: r for r in csv.DictReader((out / "report.csv").open()) if r["table"] == "cpu_cifar10"}
+    se_csv = rows["se_resnet20"]
+    assert (se_csv["paired_seeds"], se_csv["verdict"], se_csv["baseline"]) == (
+        "0 1 2", "within noise", "resnet20")
+    assert float(se_csv["diff_mean"]) == pytest.approx(2.0)
+    assert float(se_csv["diff_ci95_high"]) - 2.0 == pytest.approx(4.3027 / math.sqrt(3), abs=1e-4)
+    assert float(se_csv["time_ratio"]) == pytest.approx(1.5) and float(se_csv["wall_min_mean"]) == 3.0
+    assert se_csv["top1_per_seed"] == "81.0000 83.0000 85.0000 90.0000"
+    assert rows["resnet20"]["verdict"] == "baseline" and rows["resnet20"]["diff_mean"] == ""
+
+
+def test_table_without_a_baseline_shows_seeds_and_time_only(tmp_path):
+    write_result(tmp_path, seed=0, top1=70.0, wall=600.0)
+    md = generate([tmp_path], plot=False)
+    section = md[md.index("### Tables 1 and 3"):md.index("### Tables 2 and 4")]
+    assert "Seed by seed, and wall time:" in section
+    assert "| 70.00 (s0) | 10.0 min |" in section
+    assert "Verdict" not in section and "vs baseline" not in section
