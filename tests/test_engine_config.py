@@ -142,6 +142,58 @@ def test_a_folder_source_takes_any_split_name():
     assert cfg.data.eval_split == "validation"
 
 
+def test_a_relative_data_root_is_looked_up_from_the_cwd_then_beside_its_config(tmp_path,
+                                                                               monkeypatch):
+    project = tmp_path / "project"
+    (project / "data" / "imgs").mkdir(parents=True)
+    (project / "configs" / "data" / "imgs").mkdir(parents=True)  # beside the config too
+    config = write(project / "configs" / "x.yaml", "data: {name: folder, root: data/imgs}\n")
+    monkeypatch.chdir(project)  # from the current directory first (the repo's configs' way)
+    assert load_config(config).data.root == str(project / "data" / "imgs")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not there: beside the config file
+    cfg = load_config(config, check_data_root=True)
+    assert cfg.data.root == str(project / "configs" / "data" / "imgs")
+    # stored absolute, so the run's saved config.yaml reads the same data from anywhere
+    saved = write(tmp_path / "run" / "config.yaml", dump_config(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert load_config(saved, check_data_root=True).data.root == cfg.data.root
+
+
+def test_a_data_root_set_in_a_base_is_looked_up_beside_the_base(tmp_path, monkeypatch):
+    (tmp_path / "base" / "imgs").mkdir(parents=True)
+    write(tmp_path / "base" / "b.yaml", "data: {name: folder, root: imgs}\n")
+    child = write(tmp_path / "exp" / "c.yaml", "base: ../base/b.yaml\ndata: {batch_size: 8}\n")
+    monkeypatch.chdir(tmp_path / "exp")
+    assert load_config(child).data.root == str(tmp_path / "base" / "imgs")
+    # an override is relative to the current directory only
+    (tmp_path / "exp" / "other").mkdir()
+    assert load_config(child, ["data.root=other"]).data.root == str(tmp_path / "exp" / "other")
+
+
+def test_a_data_root_found_nowhere_names_both_places_in_one_line(tmp_path, monkeypatch, capsys):
+    from attncnn.cli import main
+
+    config = write(tmp_path / "repo" / "configs" / "cpu" / "x.yaml",
+                   "data: {name: folder, root: ../shared/data/x.tar.gz}\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    message = (f"{config}: data.root '../shared/data/x.tar.gz' not found; looked in "
+               f"{tmp_path / 'shared/data/x.tar.gz'} (from the current directory) and "
+               f"{tmp_path / 'repo/configs/shared/data/x.tar.gz'} (beside {config})")
+    with pytest.raises(AttncnnError) as err:
+        load_config(config, check_data_root=True)
+    assert str(err.value) == message
+    assert load_config(config).data.root == "../shared/data/x.tar.gz"  # unchecked: as given
+    assert main(["train", "-c", str(config), "--out-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"attncnn: error: {message}"]
+    assert not (tmp_path / "runs").exists()
+    # CIFAR with download: true may name the archive it is about to fetch
+    load_config(None, ["data.name=cifar10", "data.root=nope/c.tar.gz", "data.download=true"],
+                check_data_root=True)
+
+
 def test_invalid_yaml_and_missing_file(tmp_path):
     with pytest.raises(AttncnnError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
     if args.config:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, check_data_root=True)
     elif args.resume:
         cfg = resume_config(args.resume, overrides)
     else:

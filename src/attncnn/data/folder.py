@@ -13,6 +13,7 @@ train to evaluate test, and within 0.05 of the measured CIFAR statistics.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tarfile
 import zlib
@@ -150,7 +151,8 @@ def resolve_root(cfg: DataConfig) -> Path:
                            f"(data set {cfg.name!r})")
     root = Path(cfg.root).expanduser()
     if not root.exists():
-        raise AttncnnError(f"{root}: data root not found")
+        where = "" if root.is_absolute() else f" (looked in {os.path.normpath(root.absolute())})"
+        raise AttncnnError(f"{root}: data root not found{where}")
     return root
 
 

@@ -5,14 +5,17 @@
 A file may start with `base: <path relative to this file>`; the base is loaded first
 (recursively) and the child's keys win, section by section and key by key. `--set a.b=c`
 overrides are applied last, the value parsed as YAML (`0.1` a float, `[1, 2]` a list,
-`null` None). Unknown keys and values of the wrong type are `AttncnnError`s that name the
-file (or override), the key and, for a typo, the closest known key.
+`null` None). A relative `data.root` is found from the current directory, else beside the
+file that set it, and kept as an absolute path (see `load_config`). Unknown keys and values
+of the wrong type are `AttncnnError`s that name the file (or override), the key and, for a
+typo, the closest known key.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -86,12 +89,31 @@ _SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "optim": OptimConf
                     "schedule": ScheduleConfig, "run": RunConfig}
 
 
-def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
-    """The config in `path` (None: all defaults) with `overrides` ("a.b=value") applied."""
-    raw = _load_yaml_with_base(Path(path), []) if path is not None else {}
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), *,
+                check_data_root: bool = False) -> Config:
+    """The config in `path` (None: all defaults) with `overrides` ("a.b=value") applied.
+
+    A relative data.root is looked up from the current directory first, then beside the
+    config file that set it (a `base` file's own folder for a root set there); the one
+    found is stored as an absolute path, so the run's saved config.yaml reads the same
+    data from anywhere. A root given with --set is relative to the current directory only.
+    check_data_root: a relative root found in neither place is an error naming both (the
+    train command checks; loading a config for other uses does not need the data).
+    """
+    unresolved: dict = {}
+    raw = _load_yaml_with_base(Path(path), [], unresolved) if path is not None else {}
+    before = _data_root(raw)
     for item in overrides:
         _apply_override(raw, item)
-    return config_from_dict(raw, source=str(path) if path is not None else "defaults")
+    if _data_root(raw) is not before:  # set by an override: relative to the current directory
+        _anchor_data_root(raw, None, unresolved)
+    source = str(path) if path is not None else "defaults"
+    cfg = config_from_dict(raw, source=source)
+    if check_data_root and unresolved and not cfg.data.download:
+        value, places = unresolved["root"]
+        looked = " and ".join(f"{p} ({why})" for p, why in places)
+        raise AttncnnError(f"{source}: data.root {value!r} not found; looked in {looked}")
+    return cfg
 
 
 def config_from_dict(raw: dict, source: str = "config") -> Config:
@@ -125,7 +147,7 @@ def dump_config(cfg: Config) -> str:
 
 # -- loading ------------------------------------------------------------------------------
 
-def _load_yaml_with_base(path: Path, seen: list[Path]) -> dict:
+def _load_yaml_with_base(path: Path, seen: list[Path], unresolved: dict) -> dict:
     path = path.resolve() if path.exists() else path
     if path in seen:
         chain = " -> ".join(str(p) for p in [*seen, path])
@@ -149,11 +171,41 @@ def _load_yaml_with_base(path: Path, seen: list[Path]) -> dict:
     if not isinstance(raw, dict):
         raise AttncnnError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
-    if base is None:
-        return raw
-    if not isinstance(base, str):
+    if base is not None and not isinstance(base, str):
         raise AttncnnError(f"{path}: 'base' must be a relative path, got {base!r}")
-    return _merge(_load_yaml_with_base(path.parent / base, [*seen, path]), raw)
+    parent = _load_yaml_with_base(path.parent / base, [*seen, path], unresolved) \
+        if base is not None else None
+    _anchor_data_root(raw, path, unresolved)  # after the base's: this file's root wins
+    return raw if parent is None else _merge(parent, raw)
+
+
+def _data_root(raw: dict):
+    data = raw.get("data")
+    return data.get("root") if isinstance(data, dict) else None
+
+
+def _anchor_data_root(raw: dict, config_file: Path | None, unresolved: dict) -> None:
+    """Make the relative data.root of one file (or of the overrides: config_file None)
+    absolute: from the current directory if it exists there, else from the file's
+    folder. Found nowhere: left as it is, and the places looked at are kept in
+    `unresolved["root"]` for the error."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "root" not in data:
+        return
+    unresolved.pop("root", None)  # this root replaces any set before
+    root = data["root"]
+    if not isinstance(root, str) or not root or Path(root).expanduser().is_absolute():
+        return
+    places = [(Path.cwd() / root, "from the current directory")]
+    if config_file is not None:
+        beside = config_file.absolute().parent / root
+        if beside != places[0][0]:
+            places.append((beside, f"beside {config_file}"))
+    for place, _ in places:
+        if place.exists():
+            data["root"] = os.path.normpath(place)  # normpath, not resolve: keep link names
+            return
+    unresolved["root"] = (root, [(os.path.normpath(p), why) for p, why in places])
 
 
 def _merge(base: dict, child: dict) -> dict:

@@ -120,7 +120,7 @@ def resume_config(run_dir: str | Path, overrides=()) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise AttncnnError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-    return load_config(path, overrides)
+    return load_config(path, overrides, check_data_root=True)
 
 
 class StopRequest:
