@@ -5,6 +5,8 @@ the command line so that `attncnn --help` stays fast.
 """
 from attncnn.errors import AttncnnError
 from attncnn.models import create_model, list_models, make_attention
+from attncnn.pretrained import list_pretrained
 
 __version__ = "0.1.0"
-__all__ = ["AttncnnError", "create_model", "list_models", "make_attention", "__version__"]
+__all__ = ["AttncnnError", "create_model", "list_models", "list_pretrained", "make_attention",
+           "__version__"]

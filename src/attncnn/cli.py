@@ -12,7 +12,7 @@ import sys
 from attncnn.errors import AttncnnError
 
 COMMANDS = ("train", "sweep", "eval", "predict", "explain", "bench", "export", "publish",
-            "report", "models")
+            "report", "models", "pretrained")
 
 
 def _available_commands():

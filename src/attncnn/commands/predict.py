@@ -1,4 +1,5 @@
-"""`attncnn predict --weights W.safetensors IMAGES...`: top-k classes of image files.
+"""`attncnn predict --weights W.safetensors IMAGES...` (or `--model NAME --pretrained TAG`):
+top-k classes of image files.
 
 Exit status: 0 when every file was classified; 1 when some were not (each one is named on
 stderr, the others are still printed); 2 when nothing could run (bad weights file, no
@@ -17,7 +18,12 @@ HELP = "classify image files (files, folders or globs) with a weights file"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--weights", "-w", required=True, help="a .safetensors file from attncnn")
+    p.add_argument("--weights", "-w", help="a .safetensors file from attncnn")
+    p.add_argument("--model", "-m", help="with --pretrained: a registered model name")
+    p.add_argument("--pretrained", metavar="TAG",
+                   help="instead of --weights: weights shipped with attncnn, e.g. "
+                        "--model attn_resnet20_cifar --pretrained digits (`attncnn pretrained` "
+                        "lists them)")
     p.add_argument("--top-k", "-k", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table (default), json (one array) or csv (one row per class)")
@@ -37,8 +43,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:
         raise AttncnnError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
+    if (args.weights is None) == (args.pretrained is None):
+        raise AttncnnError("pass --weights FILE, or --model NAME --pretrained TAG")
+    if (args.model is None) != (args.pretrained is None):
+        raise AttncnnError("--model and --pretrained go together (--weights names its model)")
     device = resolve_device(args.device)
-    model, meta = create_model_from_weights(args.weights, device)
+    if args.pretrained is not None:
+        from attncnn.pretrained.load import model_for_prediction
+
+        model, meta = model_for_prediction(args.model, args.pretrained, device)
+    else:
+        model, meta = create_model_from_weights(args.weights, device)
     inputs = collect_images(args.images)
     for item in inputs.missing:
         print(f"attncnn: no such file or no match: {item}", file=sys.stderr)
