@@ -351,6 +351,29 @@ def test_explain_command_reads_image_folders(weights_files, tmp_path):
     assert (tmp_path / "out" / "explain_01.png").is_file()
 
 
+def test_explain_skips_unreadable_images_as_predict_does(weights_files, tmp_path, capsys):
+    from PIL import Image
+
+    from attncnn.cli import main
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not an image")      # unreadable: skipped, named
+    Image.new("RGB", (20, 20), (200, 20, 30)).save(folder / "c.png")
+    out = tmp_path / "out"
+    assert main(["explain", "-w", weights_files[0], str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"attncnn: skipped {folder / 'b.png'}: not a readable image (cannot "
+                   f"identify image file)"]
+    assert (out / "explain_01.png").is_file()
+    for name in ("a.png", "c.png"):
+        (folder / name).unlink()
+    assert main(["explain", "-w", weights_files[0], str(folder), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"attncnn: error: no readable image among 1 file(s) in {folder}")
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "--weights FILE or --run RUN_DIR"),
     (["--run", "no/such/run"], "no model.safetensors"),

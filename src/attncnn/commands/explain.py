@@ -7,12 +7,17 @@
 Pictures: PNG grids, one row per image: the input (with the object's box where the data
 knows it), then for every model its attention maps (or Grad-CAM) as heat-map overlays on
 one shared colour scale, titled with the predicted and true class.
+
+Exit status, as `predict`: 0 when every image was explained; 1 when some image files could
+not be read (each is named on stderr, the others are still explained); 2 when nothing
+could run.
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import json
+import sys
 from pathlib import Path
 
 HELP = "show where models look (attention maps / Grad-CAM) and score it against object boxes"
@@ -23,7 +28,7 @@ ROWS_PER_PNG = 8
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="*", help="image files or folders to explain")
-    p.add_argument("--weights", action="append", default=[], metavar="FILE",
+    p.add_argument("--weights", "-w", action="append", default=[], metavar="FILE",
                    help="a weights file (.safetensors); repeat to compare models side by side")
     p.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
                    help="a run directory (uses RUN_DIR/model.safetensors); repeatable")
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from attncnn.explain import LocalisationMeter, attention_maps
 
     models = _load_models(args)
-    images, labels, boxes, classes, data_name = _load_inputs(args, models[0]["meta"])
+    images, labels, boxes, classes, data_name, skipped = _load_inputs(args, models[0]["meta"])
     if args.score and boxes is None:
         raise AttncnnError(f"--score needs object boxes; {data_name} has none (try --data digits)")
     out = Path(args.out)
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         path = out / "scores.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {path}")
-    return 0
+    return 1 if skipped else 0
 
 
 def _pick(maps, args):
@@ -172,7 +177,8 @@ def _load_models(args) -> list[dict]:
 
 def _load_inputs(args, meta: dict):
     """uint8 images [N, 3, H, W] at the model's input size, labels [N] or None, boxes [N, 4] or
-    None, class names of the labels, and a name for the inputs."""
+    None, class names of the labels, a name for the inputs, and how many image files were
+    skipped as unreadable (each named on stderr, as `predict` does)."""
     import torch
 
     from attncnn.errors import AttncnnError
@@ -193,16 +199,27 @@ def _load_inputs(args, meta: dict):
         if tuple(data.images.shape[2:]) != size:
             raise AttncnnError(f"{args.data} images are {tuple(data.images.shape[2:])} px; "
                                f"the model takes {size}")
-        return data.images, data.labels, data.boxes, list(data.classes), data.name or args.data
-    files = _image_files(args.images)
-    images = torch.stack([_read_image(f, meta["input_size"]) for f in files])
+        return data.images, data.labels, data.boxes, list(data.classes), data.name or args.data, 0
+    found = _image_files(args.images)
+    files, decoded = [], []
+    for f in found:
+        try:
+            decoded.append(_read_image(f, meta["input_size"]))
+        except AttncnnError as err:
+            print(f"attncnn: skipped {err}", file=sys.stderr, flush=True)
+            continue
+        files.append(f)
+    if not files:
+        raise AttncnnError(f"no readable image among {len(found)} file(s) in "
+                           f"{' '.join(args.images)}")
+    images = torch.stack(decoded)
     classes = list(meta["classes"])
     # A folder per class (ImageNet layout): the parent folder's name is the true class.
     parents = [f.parent.name for f in files]
     labels = None
     if all(p in classes for p in parents):
         labels = torch.tensor([classes.index(p) for p in parents])
-    return images, labels, None, classes, f"{len(files)} image file(s)"
+    return images, labels, None, classes, f"{len(files)} image file(s)", len(found) - len(files)
 
 
 def _image_files(items: list[str]) -> list[Path]:
@@ -227,15 +244,17 @@ def _read_image(path: Path, input_size):
     """uint8 [3, H, W]: the file decoded as RGB and resized to the model's input size."""
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from attncnn.errors import AttncnnError
 
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((input_size[2], input_size[1]), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as err:
-        raise AttncnnError(f"cannot read image {path} ({err})") from None
+    except Exception as err:  # PIL raises many types for bad files; all mean "not an image"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = reason.replace(f" '{path}'", "")  # PIL repeats the file name
+        raise AttncnnError(f"{path}: not a readable image ({reason})") from None
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
 
 
