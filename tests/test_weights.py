@@ -213,3 +213,15 @@ def test_unreadable_checkpoint_fails_in_one_line(tmp_path, content):
     with pytest.raises(AttncnnError) as err:
         load_state_safely(path)
     assert str(path) in one_line(err)
+
+
+def test_the_documented_entry_points_import_from_the_package_itself():
+    """The README names create_model_from_weights and attention_maps beside create_model."""
+    import attncnn
+    import attncnn.explain
+    import attncnn.weights
+
+    assert attncnn.create_model_from_weights is attncnn.weights.create_model_from_weights
+    assert attncnn.attention_maps is attncnn.explain.attention_maps
+    assert {"create_model_from_weights", "attention_maps"} <= set(attncnn.__all__)
+    assert all(hasattr(attncnn, name) for name in attncnn.__all__)

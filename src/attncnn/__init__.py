@@ -4,9 +4,11 @@ The public entry points are re-exported here; everything heavy is imported lazil
 the command line so that `attncnn --help` stays fast.
 """
 from attncnn.errors import AttncnnError
+from attncnn.explain import attention_maps
 from attncnn.models import create_model, list_models, make_attention
 from attncnn.pretrained import list_pretrained
+from attncnn.weights import create_model_from_weights
 
 __version__ = "0.1.0"
-__all__ = ["AttncnnError", "create_model", "list_models", "list_pretrained", "make_attention",
-           "__version__"]
+__all__ = ["AttncnnError", "attention_maps", "create_model", "create_model_from_weights",
+           "list_models", "list_pretrained", "make_attention", "__version__"]
