@@ -20,6 +20,17 @@ def test_meter_counts_top1_top5_confusion_and_per_class():
     assert topk_accuracy(logits, labels) == [25.0, 50.0]
 
 
+def test_top5_is_none_for_five_classes_or_fewer_and_prints_as_n_a():
+    """With <= 5 classes every label is within the top 5: 100% would say nothing."""
+    from attncnn.engine.metrics import percent
+
+    for classes in (2, 5):
+        m = ClassificationMeter(classes)
+        m.update(torch.randn(4, classes), torch.tensor([0, 1, 1, 0]))
+        assert m.summary()["top5"] is None and m.summary()["count"] == 4
+    assert percent(None) == "n/a" and percent(87.125) == "87.12%"
+
+
 def test_evaluate_restores_mode_and_counts_every_sample():
     from attncnn.engine.metrics import evaluate
 

@@ -136,10 +136,29 @@ def test_command_exits_0_when_all_images_work(weights, images, capsys):
 
 def test_command_with_no_images_or_bad_weights_is_an_error(weights, tmp_path, capsys):
     assert main(["predict", "-w", str(weights), str(tmp_path / "none*.jpg")]) == 2
-    assert "no image files found" in capsys.readouterr().err
+    assert "no such file or no match" in capsys.readouterr().err
     (tmp_path / "w.safetensors").write_text("junk")
     assert main(["predict", "-w", str(tmp_path / "w.safetensors"), str(tmp_path)]) == 2
     assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+def test_a_missing_folder_an_empty_one_or_top_k_0_is_one_error_line(weights, images, tmp_path,
+                                                                    capsys):
+    def error_lines(*argv):
+        assert main(["predict", "-w", str(weights), *argv]) == 2
+        return capsys.readouterr().err.splitlines()
+
+    missing = tmp_path / "missing"
+    assert error_lines(str(missing)) == [f"attncnn: error: no such file or no match: {missing}"]
+    (tmp_path / "empty").mkdir()
+    assert error_lines(str(tmp_path / "empty")) == [
+        f"attncnn: error: no image files found in {tmp_path / 'empty'}"]
+    for k in ("0", "-2"):  # not silently top-1
+        assert error_lines(str(images), "--top-k", k) == [
+            f"attncnn: error: --top-k must be >= 1, got {k}"]
+    model, meta = create_model_from_weights(weights)
+    with pytest.raises(AttncnnError, match="top_k must be >= 1, got 0"):
+        list(predict_files(model, meta, [str(images / "wide.png")], top_k=0))
 
 
 def test_unknown_tta_is_refused(weights):

@@ -154,11 +154,13 @@ def predict_files(model: torch.nn.Module, meta: dict, files: Iterable[str], *, t
         raise AttncnnError(f"unknown --tta {tta!r}; choose none or flip")
     if batch_size < 1:
         raise AttncnnError(f"batch size must be >= 1, got {batch_size}")
+    if top_k < 1:
+        raise AttncnnError(f"top_k must be >= 1, got {top_k}")
     classes = meta["classes"]
     _, h, w = meta["input_size"]
     if h != w:
         raise AttncnnError(f"weights expect a {h}x{w} input; only square inputs are supported")
-    k = max(1, min(top_k, len(classes)))
+    k = min(top_k, len(classes))
     model.eval()
 
     pending: list[tuple[int, str, torch.Tensor]] = []      # prepared, not yet run

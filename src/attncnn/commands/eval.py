@@ -58,6 +58,7 @@ def data_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from attncnn.engine.metrics import percent
     from attncnn.errors import AttncnnError
     from attncnn.evaluation import evaluate_weights, per_class_table, write_outputs
     from attncnn.predict import resolve_device
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     final, data = result["final"], result["data"]
     print(f"{result['model']} on {data['name']} ({split}, {final['count']} images): "
-          f"top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}%  loss {final['loss']:.4f}")
+          f"top-1 {final['top1']:.2f}%  top-5 {percent(final['top5'])}  loss {final['loss']:.4f}")
     for note in result["notes"]:
         print(f"note: {note}")
     print(per_class_table(result))

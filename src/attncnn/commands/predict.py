@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:
         raise AttncnnError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
+    if args.top_k < 1:
+        raise AttncnnError(f"--top-k must be >= 1, got {args.top_k}")
     if (args.weights is None) == (args.pretrained is None):
         raise AttncnnError("pass --weights FILE, or --model NAME --pretrained TAG")
     if (args.model is None) != (args.pretrained is None):
@@ -55,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, meta = create_model_from_weights(args.weights, device)
     inputs = collect_images(args.images)
+    if not inputs.files:  # one line: what matched nothing, else where no image was found
+        if len(inputs.missing) == len(args.images):
+            raise AttncnnError(f"no such file or no match: {', '.join(inputs.missing)}")
+        raise AttncnnError(f"no image files found in {' '.join(args.images)}")
     for item in inputs.missing:
         print(f"attncnn: no such file or no match: {item}", file=sys.stderr)
-    if not inputs.files:
-        raise AttncnnError(f"no image files found in {' '.join(args.images)}")
 
     results = predict_files(model, meta, inputs.files, top_k=args.top_k,
                             batch_size=args.batch_size, tta=args.tta, device=device,

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from attncnn.engine.config import load_config
+    from attncnn.engine.metrics import percent
     from attncnn.engine.train import resume_config, train
     from attncnn.errors import AttncnnError
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     where = f"{record['data']['name']} ({record['data']['eval_split']})"
     if final is not None:
         print(f"{record['status']}: {record['model']} after {record['epochs_completed']} epochs: "
-              f"test top-1 {final['top1']:.2f}%, top-5 {final['top5']:.2f}% on {where}; "
+              f"test top-1 {final['top1']:.2f}%, top-5 {percent(final['top5'])} on {where}; "
               f"run dir {record['run_dir']}")
     else:
         print(f"{record['status']}: {record['model']} after {record['epochs_completed']} epochs "

@@ -8,6 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
+TOP5 = 5
+
+
+def percent(value) -> str:
+    """"12.34%", or "n/a" for a figure that does not apply (top-5 of <= 5 classes)."""
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
 class ClassificationMeter:
     """Accumulate `update(logits, labels)`; read `summary()` at the end of an epoch."""
 
@@ -36,14 +44,18 @@ class ClassificationMeter:
         return [self.confusion, self.loss_sum, self.top5_hits]
 
     def summary(self) -> dict:
-        """{"loss", "top1", "top5" (percent), "count", "per_class" (percent per class)}."""
+        """{"loss", "top1", "top5" (percent), "count", "per_class" (percent per class)}.
+
+        "top5" is None with 5 classes or fewer: every label is then within the top 5, and
+        a 100% would say nothing."""
         count = int(self.confusion.sum())
         correct = int(self.confusion.diag().sum())
         per_class_total = self.confusion.sum(1).clamp(min=1)
         return {
             "loss": float(self.loss_sum) / max(count, 1),
             "top1": 100.0 * correct / max(count, 1),
-            "top5": 100.0 * int(self.top5_hits) / max(count, 1),
+            "top5": (100.0 * int(self.top5_hits) / max(count, 1)
+                     if self.num_classes > TOP5 else None),
             "count": count,
             "per_class": (100.0 * self.confusion.diag() / per_class_total).tolist(),
         }

@@ -35,7 +35,7 @@ from attncnn.engine.config import AUTO, Config, dump_config, load_config
 from attncnn.engine.distributed import Dist, setup
 from attncnn.engine.environment import cpu_has_native_bf16, environment, utc_now
 from attncnn.engine.logger import MetricsLog, Progress
-from attncnn.engine.metrics import evaluate
+from attncnn.engine.metrics import evaluate, percent
 from attncnn.engine.optim import build_loss, build_optimizer, lr_at, set_lr
 from attncnn.engine.results import results_record, write_json_atomic
 from attncnn.errors import AttncnnError
@@ -503,6 +503,6 @@ def _epoch_line(r: dict, epochs: int) -> str:
             f"acc {r['train_top1']:.2f}%")
     if r["eval_top1"] is not None:
         text += (f"  eval loss {r['eval_loss']:.4f} top1 {r['eval_top1']:.2f}% "
-                 f"top5 {r['eval_top5']:.2f}%")
+                 f"top5 {percent(r['eval_top5'])}")
     return text + f"  {r['epoch_time_s']:.1f}s {r['train_images_per_s']:.0f} img/s"
 
