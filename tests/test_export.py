@@ -1,5 +1,6 @@
 """ONNX and TorchScript exports give PyTorch's logits for any batch size, for every attention."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,9 +54,9 @@ def weights(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch_for_batches_of_1_and_3(weights, fmt):
-    out, model, meta = export_weights(weights, fmt)
-    assert out.is_file() and out.parent == weights.parent
+def test_export_matches_pytorch_for_batches_of_1_and_3(weights, fmt, tmp_path):
+    out, model, meta = export_weights(weights, fmt, tmp_path / f"w.{fmt}")
+    assert out.is_file()
     gen = torch.Generator().manual_seed(1)
     for batch in (1, 3):
         x = torch.randn(batch, *SIZE, generator=gen)
@@ -87,7 +88,7 @@ def test_torchscript_carries_the_metadata(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, create_model("resnet20_cifar", num_classes=4), classes=list("wxyz"),
                  mean=(0.5,) * 3, std=(0.25,) * 3, input_size=SIZE)
-    out, _, _ = export_weights(path, "torchscript")
+    out, _, _ = export_weights(path, "torchscript", tmp_path / "w.torchscript.pt")
     extra = {"attncnn.json": ""}
     with pytest.warns(DeprecationWarning):  # torch.jit is deprecated, still works in 2.13
         torch.jit.load(str(out), _extra_files=extra)
@@ -103,6 +104,32 @@ def test_export_command_writes_and_checks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "x.onnx" in out and "checked" in out
     assert (tmp_path / "x.onnx").is_file()
+
+
+def test_export_writes_to_the_current_directory_not_beside_the_weights(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Published weights sit in the repository: an export beside them would be an untracked
+    file there."""
+    published = tmp_path / "repo" / "results" / "weights"
+    run = tmp_path / "runs" / "attn-digits-s0"
+    for folder, name in ((published, "attn-digits-s0.safetensors"), (run, "model.safetensors")):
+        folder.mkdir(parents=True)
+        save_weights(folder / name, create_model("resnet20_cifar", num_classes=4),
+                     classes=list("abcd"), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=SIZE)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["export", "-w", str(published / "attn-digits-s0.safetensors"), "-f",
+                 "torchscript", "--no-check"]) == 0
+    assert capsys.readouterr().out.startswith("wrote attn-digits-s0.torchscript.pt (")
+    assert (work / "attn-digits-s0.torchscript.pt").is_file()
+    assert sorted(p.name for p in published.iterdir()) == ["attn-digits-s0.safetensors"]
+    # a run's model.safetensors is named after its run directory
+    out, _, _ = export_weights(run / "model.safetensors", "torchscript")
+    assert out == Path("attn-digits-s0.torchscript.pt") and (work / out).is_file()
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
+    monkeypatch.chdir(run)  # the weights in the current directory keep their own name
+    assert export_weights("model.safetensors", "torchscript")[0] == Path("model.torchscript.pt")
 
 
 def test_missing_export_extra_is_a_clear_error(tmp_path, monkeypatch):
@@ -128,7 +155,7 @@ def test_dynamo_exporter_matches_too(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, realistic("attn_resnet20_cifar", attention_options={"num_maps": 4}),
                  classes=list("abcd"), mean=(0.5,) * 3, std=(0.25,) * 3, input_size=SIZE)
-    out, model, _ = export_weights(path, "onnx", exporter="dynamo")
+    out, model, _ = export_weights(path, "onnx", tmp_path / "w.onnx", exporter="dynamo")
     for batch in (1, 3):
         x = torch.randn(batch, *SIZE)
         with torch.no_grad():
@@ -140,7 +167,7 @@ def test_check_export_measures_the_difference(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, realistic("se_resnet20_cifar"), classes=list("abcd"), mean=(0.5,) * 3,
                  std=(0.25,) * 3, input_size=SIZE)
-    out, model, _ = export_weights(path, "torchscript")
+    out, model, _ = export_weights(path, "torchscript", tmp_path / "w.torchscript.pt")
     assert check_export(out, "torchscript", model, SIZE) < 1e-5
     with torch.no_grad():
         model.fc.bias += 0.01

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -126,20 +127,31 @@ def check_export(path: str | Path, fmt: str, model: nn.Module, input_size,
     return worst
 
 
+def default_output(weights: str | Path, fmt: str) -> Path:
+    """<weights name><suffix> in the current directory: attn.safetensors -> attn.onnx, and a
+    run's model.safetensors elsewhere is named after its run directory
+    (runs/x/model.safetensors -> x.onnx), so exports of several runs do not overwrite each
+    other."""
+    weights = Path(os.path.abspath(weights))
+    stem = weights.name.removesuffix(".safetensors")
+    if stem == "model" and weights.parent != Path.cwd():
+        stem = weights.parent.name or stem
+    return Path(stem + FORMATS[fmt])
+
+
 def export_weights(weights: str | Path, fmt: str, out: str | Path | None = None, *,
                    opset: int = OPSET, exporter: str = "legacy") -> tuple[Path, nn.Module, dict]:
     """Export a weights file; returns (output path, the PyTorch model, metadata).
 
-    `out` defaults to the weights path with the format's suffix (.onnx, .torchscript.pt).
+    `out` defaults to `default_output(weights, fmt)`: a file in the current directory,
+    never beside the weights (which may sit in the repository, e.g. results/weights/).
     """
     from attncnn.weights import create_model_from_weights
 
     if fmt not in FORMATS:
         raise AttncnnError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
     model, meta = create_model_from_weights(weights)
-    weights = Path(weights)
-    out = Path(out) if out else weights.with_name(weights.name.removesuffix(".safetensors")
-                                                  + FORMATS[fmt])
+    out = Path(out) if out else default_output(weights, fmt)
     size = tuple(meta["input_size"])
     info = {k: meta[k] for k in ("model", "model_args", "classes", "mean", "std", "input_size")}
     if fmt == "onnx":

@@ -10,7 +10,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", "-w", required=True, help="a .safetensors file from attncnn")
     p.add_argument("--format", "-f", choices=("onnx", "torchscript"), required=True)
     p.add_argument("--out", "-o", default=None,
-                   help="output file (default: beside the weights, .onnx or .torchscript.pt)")
+                   help="output file (default: in the current directory, named after the "
+                        "weights file, or after the run directory for RUN/model.safetensors: "
+                        "NAME.onnx or NAME.torchscript.pt)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
                    help="torch ONNX exporter: legacy (TorchScript-based, fast; default) or "
