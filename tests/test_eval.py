@@ -1,4 +1,5 @@
 """`attncnn eval`: accuracy, per-class table, confusion PNG and results JSON, from weights or a run."""
+import dataclasses
 import json
 
 import pytest
@@ -136,3 +137,49 @@ def test_evaluate_weights_follows_the_runs_flip_setting(tmp_path, model):
     expected = torch.nn.functional.cross_entropy(logits, data.labels).item()
     assert with_flip["final"]["loss"] == pytest.approx(expected, rel=1e-5)
     assert without["final"]["loss"] != pytest.approx(expected, rel=1e-5)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """tiny-png/test/<class>/<image>: a folder data set of the classes (sorted, as folders)."""
+    root = tmp_path / "tiny-png"
+    gen = torch.Generator().manual_seed(2)
+    for c in CLASSES:
+        (root / "test" / c).mkdir(parents=True)
+        for i in range(2):
+            pixels = torch.randint(0, 256, (8, 8, 3), generator=gen, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / "test" / c / f"{i}.png")
+    return root
+
+
+def test_a_folder_is_named_as_the_weights_name_their_training_data(tmp_path, model, tiny_folder,
+                                                                    capsys):
+    """Published weights say "CIFAR-10 (JPEG q75 copy)"; evaluating them on that folder
+    without a display_name labels it so, not with the archive's file name."""
+    cfg = DataConfig(name="folder", root=str(tiny_folder), cache_dir=str(tmp_path / "cache"),
+                     workers=1)
+
+    def weights_with(summary):
+        return save_weights(tmp_path / "w.safetensors", model, classes=sorted(CLASSES),
+                            mean=MEAN, std=STD, input_size=(3, 8, 8), summary=summary)
+
+    def named(summary, **changes):
+        return evaluate_weights(weights_with(summary), dataclasses.replace(cfg, **changes))
+
+    old = {"data": "Tiny (PNG copy)"}                      # weights written before issue 17
+    result = named(old)
+    assert result["data"]["name"] == "Tiny (PNG copy)"
+    assert any("as in the weights' training run (it would be 'tiny-png'" in n
+               for n in result["notes"])
+    assert named(old, display_name="Mine")["data"]["name"] == "Mine"  # explicit wins
+    new = {"data": "Tiny (PNG copy)", "data_source": "folder", "data_root": "tiny-png.tar.gz"}
+    assert named(new)["data"]["name"] == "Tiny (PNG copy)"  # the archive, extracted
+    other = {**new, "data_root": "other-set"}
+    assert named(other)["data"]["name"] == "tiny-png" and named(other)["notes"] == []
+    assert named({**new, "data_source": "cifar10"})["data"]["name"] == "tiny-png"
+
+    path = weights_with(old)
+    assert main(["eval", "-w", str(path), "--data", "folder", "--root", str(tiny_folder),
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.workers=1",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "on Tiny (PNG copy) (test, 6 images)" in capsys.readouterr().out

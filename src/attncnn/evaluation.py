@@ -57,6 +57,33 @@ def check_classes(weights, model_classes: list[str], data_name: str, data_classe
                        "in the data")
 
 
+def data_name_from_weights(cfg: DataConfig, name: str, meta: dict) -> str | None:
+    """The name the weights' training run gave its data (e.g. "CIFAR-10 (JPEG q75 copy)"),
+    when `cfg` is that data named only by default (no display_name; a folder's default is
+    its file name, e.g. "cifar10-jpeg"); else None.
+
+    The class names already agree (`check_classes`). Weights that record their data source
+    and root's name match on both (the root's folder or archive name, so an extracted copy
+    of an archive matches too); older weights, which record neither, match a `folder`
+    source, the one whose default name is only a file name.
+    """
+    from attncnn.data.folder import display_name
+
+    summary = meta.get("summary") or {}
+    trained = summary.get("data")
+    if cfg.display_name or not isinstance(trained, str) or not trained or trained == name:
+        return None
+    if "data_source" in summary:
+        def stem(root):
+            return display_name(Path(root)) if root else None
+
+        same = summary["data_source"] == cfg.name and \
+            stem(summary.get("data_root")) == stem(cfg.root)
+    else:
+        same = cfg.name == "folder"
+    return trained if same else None
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,6 +116,11 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
                                                              meta["std"], device)
     check_classes(weights, meta["classes"], cfg.name, classes)
     notes = []
+    trained_name = data_name_from_weights(cfg, name, meta)
+    if trained_name is not None:
+        notes.append(f"data named {trained_name!r} as in the weights' training run (it would "
+                     f"be {name!r}; set data.display_name to name it otherwise)")
+        name = trained_name
     if image_size and tuple(image_size) != tuple(meta["input_size"][1:]):
         notes.append(f"data images are {'x'.join(map(str, image_size))}, the model was trained "
                      f"on {'x'.join(map(str, meta['input_size'][1:]))}")

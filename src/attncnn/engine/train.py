@@ -423,6 +423,8 @@ class _Run:
         weights = None
         if status == "finished" and self.dist.is_main:
             summary = {"run_name": self.name, "data": self.loaders.name,
+                       "data_source": self.cfg.data.name,   # with data_root: which data
+                       "data_root": Path(self.cfg.data.root).name if self.cfg.data.root else None,
                        "epochs": len(self.history), "final": final,
                        "eval_flip": self.cfg.data.eval_flip}
             try:
