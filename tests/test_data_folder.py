@@ -181,6 +181,32 @@ def test_build_loaders_on_a_folder(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+def test_train_subset_is_stratified_seeded_and_leaves_eval_alone(tmp_path):
+    tree = make_tree(tmp_path / "pets", per_class=10)  # 30 train, 30 test images
+
+    def loaders(**kw):
+        return build_loaders(cfg_for(tree, tmp_path, workers=1, **kw))
+
+    def ids(data):  # (class, index in class): pixel (0, 0) holds the index
+        return sorted(zip(data.labels.tolist(), data.images[:, 0, 0, 0].tolist()))
+
+    six = loaders(train_subset=6)
+    assert len(six.train.data) == 6 and torch.bincount(six.train.data.labels).tolist() == [2, 2, 2]
+    assert len(six.eval.data) == 30 and six.classes == ["cat", "dog", "emu"]
+    assert torch.bincount(loaders(train_subset=7).train.data.labels).tolist() == [3, 2, 2]
+    assert torch.bincount(loaders(train_subset=0.5).train.data.labels).tolist() == [5, 5, 5]
+    assert len(loaders(train_subset=1.0).train.data) == 30
+    assert ids(loaders(train_subset=6).train.data) == ids(six.train.data)      # seeded
+    assert ids(loaders(train_subset=6, seed=1).train.data) != ids(six.train.data)
+    # with a val hold-out: val keeps its share of all of train, the subset comes from the rest
+    held = loaders(train_subset=3, val_fraction=0.2, eval_split="val")
+    assert len(held.train.data) == 3 and len(held.eval.data) == 6
+    assert not set(ids(held.train.data)) & set(ids(held.eval.data))
+    assert ids(held.eval.data) == ids(loaders(val_fraction=0.2, eval_split="val").eval.data)
+    with pytest.raises(AttncnnError, match="train_subset=31 is more than the 30 training images"):
+        loaders(train_subset=31)
+
+
 def test_shared_cifar10_jpeg_copy(shared_data, tmp_path_factory):
     tarball = shared_data / "cifar10-jpeg.tar.gz"
     cfg = DataConfig(name="folder", root=str(tarball), cache_dir=str(tmp_path_factory.mktemp("c")),

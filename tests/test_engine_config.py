@@ -87,6 +87,10 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("optim.lr=-1", "optim.lr must be > 0"),
     ("model.args={num_classes: 5}", "model.args.num_classes is set from the data's classes"),
+    ("data.train_subset=1.5", "data.train_subset must be a count (an integer >= 1) or a "
+                              "fraction in (0, 1], got 1.5"),
+    ("data.train_subset=0", "data.train_subset must be a count"),
+    ("data.train_subset=-3", "data.train_subset must be a count"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(AttncnnError) as err:
@@ -135,6 +139,14 @@ def test_unknown_label_mode_or_split_is_refused_at_load_with_the_choices(overrid
     with pytest.raises(AttncnnError) as err:
         load_config(None, overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_train_subset_is_a_count_or_a_fraction():
+    assert load_config(None, ["data.train_subset=5000"]).data.train_subset == 5000
+    assert load_config(None, ["data.train_subset=0.1"]).data.train_subset == 0.1
+    assert load_config(None, []).data.train_subset is None
+    with pytest.raises(AttncnnError, match="not supported for 'imagenet'"):
+        load_config(None, ["data.name=imagenet", "data.train_subset=100"])
 
 
 def test_a_folder_source_takes_any_split_name():

@@ -14,6 +14,8 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "test"        # "val" holds out `val_fraction` of train instead
     val_fraction: float = 0.0       # share of train held out as "val" (stratified, seeded)
+    train_subset: int | float | None = None  # train on a stratified, seeded subset: a count
+                                    # of images (int) or a share of each class (float, (0, 1])
     batch_size: int = 128           # global batch (split across ranks)
     eval_batch_size: int = 512
     augment: bool = True            # train only: random crop (pad 4) + horizontal flip

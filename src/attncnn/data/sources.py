@@ -104,6 +104,35 @@ def split_validation(data: ArrayDataset, fraction: float, seed: int) -> tuple[Ar
     return data.subset(torch.cat(train_idx).sort().values), data.subset(torch.cat(val_idx).sort().values)
 
 
+def train_subset(data: ArrayDataset, size: int | float, seed: int) -> ArrayDataset:
+    """A stratified, seeded subset of `data` (data.train_subset): `size` images (an int)
+    or that share of them (a float in (0, 1]), each class keeping its share of the total
+    (largest remainders round), chosen at random by `seed` (data.seed)."""
+    n = len(data)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or \
+            (isinstance(size, int) and size < 1) or (isinstance(size, float) and not 0 < size <= 1):
+        raise AttncnnError(f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
+                           f"got {size!r}")
+    target = size if isinstance(size, int) else int(round(n * size))
+    if target > n:
+        raise AttncnnError(f"data.train_subset={size} is more than the {n} training images "
+                           f"of {data.name or 'the data'}")
+    if target < 1:
+        raise AttncnnError(f"data.train_subset={size} of {n} training images selects none")
+    counts = torch.bincount(data.labels, minlength=data.num_classes).tolist()
+    exact = [c * target / n for c in counts]
+    quota = [int(e) for e in exact]
+    by_remainder = sorted(range(len(counts)), key=lambda c: (quota[c] - exact[c], c))
+    for c in by_remainder[: target - sum(quota)]:
+        quota[c] += 1
+    gen = torch.Generator().manual_seed(20_011 + seed)
+    keep = []
+    for c, k in enumerate(quota):
+        idx = (data.labels == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=gen)][:k])
+    return data.subset(torch.cat(keep).sort().values)
+
+
 @dataclass
 class Loaders:
     train: Any               # DeviceLoader or a streaming loader
@@ -126,6 +155,8 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
     if streaming:
         return fn(cfg, device=device, rank=rank, world_size=world_size, channels_last=channels_last)
     train = load_split(cfg, cfg.train_split)
+    if cfg.train_subset is not None:  # after any val hold-out, which keeps its share of all
+        train = train_subset(train, cfg.train_subset, cfg.seed)
     evaluation = load_split(cfg, cfg.eval_split)
     if train.classes != evaluation.classes:
         raise AttncnnError(f"{cfg.name}: train and {cfg.eval_split} splits have different classes")

@@ -402,6 +402,17 @@ def _check_values(cfg: Config, source: str) -> None:
         _check_choice(cfg.data.eval_split, (*splits, "val"), source, "data.eval_split")
     if not 0 <= cfg.data.val_fraction < 1:
         bad("data.val_fraction", f"must be in [0, 1), got {cfg.data.val_fraction}")
+    subset = cfg.data.train_subset
+    if subset is not None:
+        if isinstance(subset, int) and subset < 1 or \
+                isinstance(subset, float) and not 0 < subset <= 1:  # NaN too
+            bad("data.train_subset", f"must be a count (an integer >= 1) or a fraction in "
+                                     f"(0, 1], got {subset}")
+        from attncnn.data.sources import is_streaming, source_names
+
+        if cfg.data.name in source_names() and is_streaming(cfg.data.name):
+            bad("data.train_subset", f"is not supported for {cfg.data.name!r}, which streams "
+                                     f"from disk")
     if cfg.data.image_size is not None and cfg.data.image_size < 1:
         bad("data.image_size", f"must be >= 1 (or null), got {cfg.data.image_size}")
     if cfg.run.checkpoint_every_steps < 0:
