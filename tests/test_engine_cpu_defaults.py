@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from attncnn import AttncnnError
-from attncnn.engine import train as engine
+from attncnn.engine import device as engine
 from attncnn.engine.config import load_config
-from attncnn.engine.environment import cpu_has_native_bf16
+from attncnn.engine.device import cpu_has_native_bf16
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -48,3 +48,13 @@ def test_threads_must_not_be_negative():
     assert load_config(None, ["run.threads=1"]).run.threads == 1
     with pytest.raises(AttncnnError, match="run.threads must be >= 0"):
         load_config(None, ["run.threads=-1"])
+
+
+def test_one_resolve_device_for_every_command(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engine.resolve_device("auto") == CPU and engine.resolve_device("cpu") == CPU
+    with pytest.raises(AttncnnError, match=r"^run.device=cuda:1 but this torch .* sees no CUDA "
+                                           r"GPU; use run.device=cpu$"):
+        engine.resolve_device("cuda:1", what="run.device")
+    with pytest.raises(AttncnnError, match=r"^--device=gpu: unknown device; use auto, cpu"):
+        engine.resolve_device("gpu", what="--device")

@@ -50,21 +50,6 @@ def device_name(device: torch.device) -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} torch threads"
 
 
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True where the CPU computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, Arm BF16),
-    so that bf16 autocast speeds convolutions up; elsewhere oneDNN emulates bf16 and it
-    would only cost accuracy. Read from /proc/cpuinfo (Linux); False where that is absent."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def environment(device: torch.device, world_size: int) -> dict:
     commit, dirty = git_state()
     return {

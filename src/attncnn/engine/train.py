@@ -31,9 +31,10 @@ import torch
 from attncnn.atomic import atomic_target
 from attncnn.data import build_loaders
 from attncnn.engine import checkpoint as ckpt
-from attncnn.engine.config import AUTO, Config, dump_config, load_config
+from attncnn.engine.config import Config, dump_config, load_config
+from attncnn.engine.device import resolve_amp, resolve_channels_last, resolve_device, resolve_flag
 from attncnn.engine.distributed import Dist, setup
-from attncnn.engine.environment import cpu_has_native_bf16, environment, utc_now
+from attncnn.engine.environment import environment, utc_now
 from attncnn.engine.logger import MetricsLog, Progress
 from attncnn.engine.metrics import evaluate, percent
 from attncnn.engine.optim import build_loss, build_optimizer, lr_at, set_lr
@@ -49,34 +50,6 @@ class NonFiniteLossError(AttncnnError):
 
 
 # -- small pieces ------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    if name == AUTO:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AttncnnError(f"run.device={name} but CUDA is not available; use run.device=cpu")
-    return device
-
-
-def resolve_flag(value, device: torch.device) -> bool:
-    """`auto` -> on for CUDA only; true/false as given."""
-    return device.type == "cuda" if value == AUTO else bool(value)
-
-
-def resolve_amp(value, device: torch.device) -> bool:
-    """`auto` -> bf16 autocast on CUDA and on CPUs with bf16 in hardware (measured on this
-    project's AVX512-BF16 CPU: a ResNet-20 step 1.4x faster, docs/bench.md)."""
-    if value != AUTO:
-        return bool(value)
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-
-
-def resolve_channels_last(value, device: torch.device) -> bool:
-    """`auto` -> on: NHWC is faster for these convnets on CUDA (tensor cores) and on the CPU
-    (oneDNN; a ResNet-20 step 1.4x faster on this project's CPU, docs/bench.md)."""
-    return device.type in ("cuda", "cpu") if value == AUTO else bool(value)
-
 
 def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{cfg.model.name}-{cfg.data.name}-s{cfg.run.seed}"
@@ -158,7 +131,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     writes into that directory. The record's "status" is "finished" or "interrupted"
     ("signal" then names the signal); a non-finite loss raises `NonFiniteLossError`.
     """
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device, what="run.device")
     dist = setup(device.type, cfg.run.dist_timeout_s)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
