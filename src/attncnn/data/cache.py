@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-VERSION = 1  # bump when the decoded content of an unchanged source would change
+VERSION = 2  # bump when the decoded content of an unchanged source would change
+#   2: files read by data.image_input (EXIF orientation, transparency on white)
 
 
 def cache_dir(configured: str | None) -> Path:

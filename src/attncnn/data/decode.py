@@ -2,14 +2,13 @@
 
 Readers hand over `(name, payload)` pairs, the payload being the file's bytes (from a tarball)
 or its path; `decode_many` returns uint8 [N, 3, H, W] and which items were corrupt. Every image
-is converted to RGB (greyscale is repeated, palette images are expanded, the alpha channel of
-RGBA/LA is dropped, i.e. the colour channels are kept as stored) and, when `image_size` is set,
+is read as `attncnn.data.image_input` reads image files for `predict` and `explain` (EXIF
+orientation applied, RGB, transparent pixels on white) and, when `image_size` is set,
 resized to image_size x image_size (bicubic, aspect not kept: these are small, square-ish
-data sets).
+data sets), which is the "resize" rule those commands apply to weights trained on folder data.
 """
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from attncnn.data.image_input import open_rgb, resize_whole
 from attncnn.errors import AttncnnError
 
 # Below this many images a process pool costs more than it saves.
@@ -33,16 +33,10 @@ def image_suffixes() -> set[str]:
 
 def decode_one(payload: bytes | str | Path, image_size: int | None) -> np.ndarray:
     """One image as uint8 [H, W, 3]. Raises whatever PIL raises on a corrupt file."""
-    source = io.BytesIO(payload) if isinstance(payload, bytes) else payload
-    with Image.open(source) as img:
-        img.load()                          # decode now: a truncated file fails here
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")       # palette transparency would be lost by "RGB"
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        if image_size and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BICUBIC)
-        return np.asarray(img, dtype=np.uint8)
+    img = open_rgb(payload)                 # decodes now: a truncated file fails here
+    if image_size:
+        img = resize_whole(img, (image_size, image_size), "bicubic")
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _decode_chunk(items: list[tuple[str, bytes | str]], image_size: int | None):
