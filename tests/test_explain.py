@@ -159,7 +159,8 @@ def test_meter_averages_over_images_with_boxes_only():
 
 
 class LinearFeatures(nn.Module):
-    """forward_features = the input itself; GAP; fc: a hand-set 3 -> 2 linear layer."""
+    """forward_features = the input itself; forward_head: GAP, fc (a hand-set 3 -> 2 linear
+    layer)."""
 
     def __init__(self):
         super().__init__()
@@ -171,8 +172,11 @@ class LinearFeatures(nn.Module):
     def forward_features(self, x):
         return x * 1.0
 
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
     def forward(self, x):
-        return self.fc(self.forward_features(x).mean((2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 def test_gradcam_on_a_linear_model_is_the_class_weighted_feature_sum():
@@ -188,7 +192,7 @@ def test_gradcam_on_a_linear_model_is_the_class_weighted_feature_sum():
     expected = torch.relu(torch.einsum("bc,bchw->bhw", model.fc.weight[pred], x) / 16)
     assert torch.allclose(cam, expected, atol=1e-6)
     assert model.fc.weight.grad is None                    # parameters untouched
-    assert "forward_features" not in vars(model)           # the capture is removed
+    assert "forward_features" not in vars(model)           # the model is not patched
 
 
 def test_gradcam_of_a_resnet_equals_cam():
@@ -378,7 +382,7 @@ def test_explain_skips_unreadable_images_as_predict_does(weights_files, tmp_path
     ([], "--weights FILE or --run RUN_DIR"),
     (["--run", "no/such/run"], "no model.safetensors"),
     (["--weights", "{w}", "--data", "explain-test-boxes", "--score", "pic.png"], "not both"),
-    (["--weights", "{w}", "missing.png"], "missing.png not found"),
+    (["--weights", "{w}", "missing.png"], "no such file or no match: missing.png"),
 ])
 def test_explain_command_errors_name_the_problem(weights_files, tmp_path, capsys, extra, message):
     from attncnn.cli import main

@@ -11,11 +11,19 @@ from PIL import Image
 from attncnn import AttncnnError
 from attncnn.cli import main
 from attncnn.models import create_model
-from attncnn.predict import collect_images, predict_files, prepare_image
+from attncnn.data.image_input import ImageInput
+from attncnn.predict import collect_images, predict_files
 from attncnn.weights import create_model_from_weights, save_weights
 
 CLASSES = ["ant", "bee", "cow", "dog"]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+def prepare_image(path, size, mean, std):
+    """What predict feeds the model for `path`, for weights of input size `size` that do
+    not record their data source (shorter side, centre crop)."""
+    return ImageInput.for_weights({"input_size": [3, size, size], "mean": mean,
+                                   "std": std}).prepare(path)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from PIL import Image
 
 from attncnn.cli import main
 from attncnn.data.config import DataConfig
+from attncnn.data.image_input import ImageInput
 from attncnn.data.folder import load_folder
 from attncnn.engine.config import Config, _SECTION_CLASSES, load_config
 from attncnn.errors import AttncnnError
 from attncnn.models import create_model
-from attncnn.predict import prepare_image
 
 FIXTURES_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 KNOWN = {name: [f.name for f in cls.__dataclass_fields__.values()]
@@ -173,7 +173,9 @@ def test_damaged_images_for_predict_name_the_file(tmp_path_factory, data, size):
     path = tmp_path_factory.mktemp("img") / "x.jpg"
     path.write_bytes(data)
     try:
-        x = prepare_image(path, size, (0.5,) * 3, (0.25,) * 3)
+        spec = ImageInput.for_weights({"input_size": [3, size, size], "mean": (0.5,) * 3,
+                                       "std": (0.25,) * 3})
+        x = spec.prepare(path)
     except AttncnnError as err:
         assert "\n" not in str(err) and str(path) in str(err)
         return

@@ -22,12 +22,12 @@ from pathlib import Path
 
 HELP = "show where models look (attention maps / Grad-CAM) and score it against object boxes"
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ROWS_PER_PNG = 8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="*", help="image files or folders to explain")
+    p.add_argument("images", nargs="*",
+                   help="image files, folders (searched recursively) or glob patterns to explain")
     p.add_argument("--weights", "-w", action="append", default=[], metavar="FILE",
                    help="a weights file (.safetensors); repeat to compare models side by side")
     p.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
@@ -55,18 +55,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="maps drawn per model (default 5: 'overall' and the deepest modules)")
     p.add_argument("--split-maps", action="store_true",
                    help="multi-map softmax modules: one map each instead of their mean")
+    p.add_argument("--crop-ratio", type=float, default=None,
+                   help="image files: resize the shorter side and keep this centre share "
+                        "(default: as `predict`, the weights' training data decides)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="where the models run: cpu (default), auto (cuda if available), cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from attncnn.data.image_input import ImageInput
+    from attncnn.engine.device import resolve_device
     from attncnn.errors import AttncnnError
     from attncnn.explain import LocalisationMeter, attention_maps
 
-    models = _load_models(args)
-    images, labels, boxes, classes, data_name, skipped = _load_inputs(args, models[0]["meta"])
+    device = resolve_device(args.device, what="--device")
+    models = _load_models(args, device)
+    for m in models:  # how image files become this model's input: as `predict` does it
+        m["input"] = ImageInput.for_weights(m["meta"], args.crop_ratio)
+    images, labels, boxes, classes, data_name, skipped = _load_inputs(args, models)
     if args.score and boxes is None:
         raise AttncnnError(f"--score needs object boxes; {data_name} has none (try --data digits)")
     out = Path(args.out)
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         correct, drawn, preds = 0, [], []
         for start in range(0, len(images), args.batch_size):
             sl = slice(start, start + args.batch_size)
-            x = _normalise(images[sl], m["meta"]).to(args.device)
+            x = m["input"].normalise(images[sl]).to(device)
             with torch.no_grad():
                 pred = m["model"](x).argmax(1).cpu()
             target = labels[sl] if args.target == "true" and labels is not None else pred
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "data": data_name, "split": args.split if args.data else None, "num": len(images),
             "seed": args.seed, "tolerance": args.tolerance, "gradcam": args.gradcam,
             "target": args.target,
-            "env": environment(torch.device(args.device), 1), "created_at": utc_now(),
+            "env": environment(device, 1), "created_at": utc_now(),
             "models": [{"label": m["label"], "weights": m["path"], "model": m["meta"].get("model"),
                         "top1": m["top1"], "rows": m["rows"]} for m in models],
         }
@@ -135,16 +144,9 @@ def _pick(maps, args):
     return (modules[-room:] if room else []) + special
 
 
-def _load_models(args) -> list[dict]:
-    import torch
-
+def _load_models(args, device) -> list[dict]:
     from attncnn.errors import AttncnnError
     from attncnn.weights import create_model_from_weights
-
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise AttncnnError(f"unknown --device {args.device!r} (e.g. cpu, cuda, cuda:1)") from None
 
     paths = list(args.weights)
     for run_dir in args.run:
@@ -175,14 +177,17 @@ def _load_models(args) -> list[dict]:
     return models
 
 
-def _load_inputs(args, meta: dict):
-    """uint8 images [N, 3, H, W] at the model's input size, labels [N] or None, boxes [N, 4] or
-    None, class names of the labels, a name for the inputs, and how many image files were
-    skipped as unreadable (each named on stderr, as `predict` does)."""
+def _load_inputs(args, models: list[dict]):
+    """uint8 images [N, 3, H, W] at the models' input size, labels [N] or None, boxes [N, 4] or
+    None, class names of the labels, a name for the inputs, and how many inputs were skipped
+    (unreadable files and arguments that matched nothing, each named on stderr, as `predict`
+    does). Image files are read by `attncnn.data.image_input`, as `predict` reads them."""
     import torch
 
+    from attncnn.data.image_input import collect_images
     from attncnn.errors import AttncnnError
 
+    meta = models[0]["meta"]
     if bool(args.data) == bool(args.images):
         raise AttncnnError("give images (files or folders) or --data NAME, not both or neither")
     if args.data:
@@ -200,71 +205,39 @@ def _load_inputs(args, meta: dict):
             raise AttncnnError(f"{args.data} images are {tuple(data.images.shape[2:])} px; "
                                f"the model takes {size}")
         return data.images, data.labels, data.boxes, list(data.classes), data.name or args.data, 0
-    found = _image_files(args.images)
+    spec = models[0]["input"]
+    for m in models[1:]:  # one picture per image: every model must read files alike
+        if m["input"].geometry() != spec.geometry():
+            raise AttncnnError(f"{m['path']} takes image files {m['input'].describe()}, "
+                               f"{models[0]['path']} {spec.describe()}; explain them apart "
+                               "(or set --crop-ratio)")
+    found = collect_images(args.images)
+    if not found.files:  # one line: what matched nothing, else where no image was found
+        if len(found.missing) == len(args.images):
+            raise AttncnnError(f"no such file or no match: {', '.join(found.missing)}")
+        raise AttncnnError(f"no image files found in {' '.join(args.images)}")
+    for item in found.missing:
+        print(f"attncnn: no such file or no match: {item}", file=sys.stderr, flush=True)
     files, decoded = [], []
-    for f in found:
+    for f in found.files:
         try:
-            decoded.append(_read_image(f, meta["input_size"]))
+            decoded.append(spec.read(f))
         except AttncnnError as err:
             print(f"attncnn: skipped {err}", file=sys.stderr, flush=True)
             continue
         files.append(f)
     if not files:
-        raise AttncnnError(f"no readable image among {len(found)} file(s) in "
+        raise AttncnnError(f"no readable image among {len(found.files)} file(s) in "
                            f"{' '.join(args.images)}")
     images = torch.stack(decoded)
     classes = list(meta["classes"])
     # A folder per class (ImageNet layout): the parent folder's name is the true class.
-    parents = [f.parent.name for f in files]
+    parents = [Path(f).parent.name for f in files]
     labels = None
     if all(p in classes for p in parents):
         labels = torch.tensor([classes.index(p) for p in parents])
-    return images, labels, None, classes, f"{len(files)} image file(s)", len(found) - len(files)
-
-
-def _image_files(items: list[str]) -> list[Path]:
-    from attncnn.errors import AttncnnError
-
-    files = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise AttncnnError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise AttncnnError(f"image {path} not found")
-    return files
-
-
-def _read_image(path: Path, input_size):
-    """uint8 [3, H, W]: the file decoded as RGB and resized to the model's input size."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from attncnn.errors import AttncnnError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((input_size[2], input_size[1]), Image.BILINEAR)
-    except Exception as err:  # PIL raises many types for bad files; all mean "not an image"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        reason = reason.replace(f" '{path}'", "")  # PIL repeats the file name
-        raise AttncnnError(f"{path}: not a readable image ({reason})") from None
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-
-
-def _normalise(images, meta: dict):
-    """uint8 [B, 3, H, W] -> float with the model's mean/std."""
-    import torch
-
-    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
+    skipped = len(found.files) - len(files) + len(found.missing)
+    return images, labels, None, classes, f"{len(files)} image file(s)", skipped
 
 
 def format_table(report: dict) -> str:

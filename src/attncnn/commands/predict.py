@@ -31,14 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="flip: average the image's and its mirror image's probabilities")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-ratio", type=float, default=None,
-                   help="centre-crop share of the resized image (default: 1 for inputs "
-                        "<= 64 px, 0.875 above)")
+                   help="resize the shorter side and keep this centre share (default: as the "
+                        "weights' training data: whole image for folder data, 0.875 for "
+                        "imagenet, else 1 up to 64 px and 0.875 above)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
+    from attncnn.data.image_input import collect_images
+    from attncnn.engine.device import resolve_device
     from attncnn.errors import AttncnnError
-    from attncnn.predict import Failure, collect_images, predict_files, resolve_device
+    from attncnn.predict import Failure, predict_files
     from attncnn.weights import create_model_from_weights
 
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise AttncnnError("pass --weights FILE, or --model NAME --pretrained TAG")
     if (args.model is None) != (args.pretrained is None):
         raise AttncnnError("--model and --pretrained go together (--weights names its model)")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, what="--device")
     if args.pretrained is not None:
         from attncnn.pretrained.load import model_for_prediction
 
