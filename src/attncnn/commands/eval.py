@@ -58,17 +58,17 @@ def data_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from attncnn.engine.device import resolve_device
     from attncnn.engine.metrics import percent
     from attncnn.errors import AttncnnError
     from attncnn.evaluation import evaluate_weights, per_class_table, write_outputs
-    from attncnn.predict import resolve_device
 
     cfg = data_config(args)
     weights = Path(args.weights) if args.weights else Path(args.run) / "model.safetensors"
     if args.run and not weights.is_file():
         raise AttncnnError(f"{args.run} has no model.safetensors (did the run finish?)")
     split = args.split or cfg.eval_split
-    result = evaluate_weights(weights, cfg, split, resolve_device(args.device),
+    result = evaluate_weights(weights, cfg, split, resolve_device(args.device, what="--device"),
                               flip=args.flip_tta)
     if args.out:
         out = Path(args.out)
