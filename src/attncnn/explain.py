@@ -1,7 +1,7 @@
 """Where does a trained model look? Attention maps out of any model, and how well they localise.
 
 `attention_maps(model, images)` returns one `AttentionMap` per spatial attention module
-(the paper's softmax maps, CBAM's spatial maps), read from the modules' own recording
+(the paper's softmax maps, CBAM's spatial maps), read by forward hooks on the modules
 (`record_attention`), so no forward pass is re-implemented. Models with no spatial
 attention (the baseline, SE, whose gates are per channel, not per position) get Grad-CAM
 of their last stage instead, so every model can be compared on the same pictures.
@@ -170,7 +170,7 @@ def spatial_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def gradcam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM (Selvaraju et al. 2017) of the last stage: the output A [B, C, h, w] of
-    `model.forward_features`.
+    `model.forward_features`, differentiated through `model.forward_head`.
 
     alpha_c = mean over positions of d score_k / d A_c, with k the predicted class (or
     `target` [B]); cam = ReLU(sum_c alpha_c A_c) [B, h, w]. For a model that ends in global
@@ -178,27 +178,18 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
     Returns (cam [B, h, w], logits [B, K]). Parameter gradients are left untouched; the model
     runs in its current mode (`attention_maps` puts it in eval mode first).
     """
-    if not hasattr(model, "forward_features"):
-        raise AttncnnError(f"{type(model).__name__} has no forward_features: cannot compute Grad-CAM")
-    captured = {}
-    original = model.forward_features
-
-    def capture(x):  # forward() calls self.forward_features: catch its output on the way
-        # A fresh leaf: the backward pass stops here (the trunk needs no gradients), and it
-        # works for frozen models too.
-        captured["features"] = out = original(x).detach().requires_grad_()
-        return out
-
-    model.forward_features = capture
-    try:
-        with torch.enable_grad():
-            logits = model(images)
-            features = captured["features"]
-            k = logits.argmax(1) if target is None else target.to(logits.device).long()
-            score = logits.gather(1, k[:, None]).sum()
-            (grad,) = torch.autograd.grad(score, features)
-    finally:
-        del model.forward_features  # the instance attribute; the class method is back
+    missing = [f for f in ("forward_features", "forward_head") if not hasattr(model, f)]
+    if missing:
+        raise AttncnnError(f"{type(model).__name__} has no {' or '.join(missing)}: "
+                           f"cannot compute Grad-CAM")
+    with torch.no_grad():  # the trunk needs no gradients: the backward pass stops at A
+        features = model.forward_features(images)
+    with torch.enable_grad():
+        features = features.detach().requires_grad_()   # a fresh leaf: frozen models work too
+        logits = model.forward_head(features)
+        k = logits.argmax(1) if target is None else target.to(logits.device).long()
+        score = logits.gather(1, k[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, features)
     alpha = grad.mean((2, 3), keepdim=True)
     cam = F.relu((alpha * features).sum(1)).detach()
     return cam, logits.detach()

@@ -34,15 +34,6 @@ def _require(*modules: str, why: str) -> None:
         raise AttncnnError(f"{why} needs {', '.join(missing)}: pip install 'attncnn[export]'")
 
 
-def _plain_model(model: nn.Module) -> nn.Module:
-    """The model in eval mode with attention recording off (export traces one branch)."""
-    from attncnn.models import attention_modules
-
-    for _, module in attention_modules(model):
-        module.record, module.maps = False, None
-    return model.eval()
-
-
 def export_onnx(model: nn.Module, path: str | Path, input_size, *, metadata: dict | None = None,
                 opset: int = OPSET, exporter: str = "legacy") -> Path:
     """Write `model` as ONNX to `path`: input "images" [batch, *input_size], output "logits"."""
@@ -51,7 +42,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size, *, metadata: dic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = _plain_model(model)
+    model = model.eval()
     example = torch.zeros(2, *input_size)  # batch 2: a batch of 1 invites size-1 special cases
     names = dict(input_names=["images"], output_names=["logits"])
     with warnings.catch_warnings(), torch.no_grad():
@@ -79,12 +70,11 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size, *,
                        metadata: dict | None = None) -> Path:
     """Write `model` traced to TorchScript at `path` (load with torch.jit.load).
 
-    Tracing, not scripting: the forward passes here have no data-dependent control flow
-    (the attention `record` branch is a Python flag, off while tracing).
+    Tracing, not scripting: the forward passes here have no data-dependent control flow.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = _plain_model(model)
+    model = model.eval()
     example = torch.zeros(2, *input_size)
     extra = {"attncnn.json": json.dumps(metadata)} if metadata is not None else {}
     with warnings.catch_warnings(), torch.no_grad():
@@ -113,7 +103,7 @@ def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 def check_export(path: str | Path, fmt: str, model: nn.Module, input_size,
                  batch_sizes=(1, 3), seed: int = 0) -> float:
     """Largest |exported - PyTorch| logit difference over random batches of `batch_sizes`."""
-    model = _plain_model(model).cpu()
+    model = model.eval().cpu()
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for b in batch_sizes:

@@ -1,11 +1,14 @@
 """Attention modules, built through one factory: `make_attention(kind, channels, **opts)`.
 
-Every module maps x [B, C, H, W] to a tensor of the same shape. Each one can hand out the
-attention it applied during the last forward pass (`module.maps`) when recording is on,
-so `explain` needs no second forward pass:
+Every module maps x [B, C, H, W] to a tensor of the same shape, and keeps no state between
+forward passes. The attention it applies passes through its `tap` (an identity submodule
+with no parameters), where forward hooks read it, so `explain` needs no second forward pass:
 
-    with record_attention(model) as maps:   # {module name: tensor}
+    with record_attention(model) as maps:   # {module name: tensor}, filled as modules run
         logits = model(images)
+
+The hooks are removed on leaving the block; outside it a forward pass is a plain one
+(nothing to switch off before exporting or compiling).
 
 Kinds:
 - "softmax": the paper's module (`SpatialSoftmaxAttention`).
@@ -27,18 +30,21 @@ from torch import nn
 from attncnn.errors import AttncnnError
 
 
-class _RecordingMixin:
-    """Keeps the attention applied in the last forward pass while `record` is True."""
-
-    record: bool = False
-    maps: torch.Tensor | None = None
-
-    def _keep(self, maps: torch.Tensor) -> None:
-        if self.record:
-            self.maps = maps
+class AttentionTap(nn.Identity):
+    """The attention a module applies passes through here unchanged: a place for forward
+    hooks (`record_attention`) to read it. No parameters: state dicts are unaffected."""
 
 
-class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
+class AttentionModule(nn.Module):
+    """Base of the attention modules: `tap`, through which forward() passes the attention
+    it applies (the tensor documented as the module's maps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tap = AttentionTap()
+
+
+class SpatialSoftmaxAttention(AttentionModule):
     """The paper's attention: conv filters -> M maps -> softmax over H*W -> x * maps.
 
     Shapes: x [B, C, H, W] -> logits [B, M, H, W] -> a = softmax over the H*W positions of
@@ -53,7 +59,7 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
       and with the zero-initialised conv it starts as the identity (uniform softmax).
     - "residual": x * (1 + w) with the same mean-1 w, as in residual attention networks:
       the identity path is always kept, attention can only emphasise.
-    `maps` records w (mean 1 per map) [B, M, H, W].
+    The maps (`tap`, `record_attention`) are w (mean 1 per map) [B, M, H, W].
 
     temperature divides the logits: > 1 flattens the maps, < 1 sharpens them.
     logit_bound (default 2) soft-clamps the logits to (-b, b) with b * tanh(logits / b), so
@@ -91,7 +97,12 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
         self.mode = mode
         self.logit_bound = logit_bound
         self.conv = nn.Conv2d(channels, num_maps, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(self.conv.weight)  # uniform softmax at start: the module is the identity
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """A zero conv: uniform softmax, so the fresh module is the identity. A model's
+        `init_weights` leaves a module that has this method to it."""
+        nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +115,7 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
         return (a * (h * w)).view(b, self.num_maps, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.attention(x)
-        self._keep(weights)
+        weights = self.tap(self.attention(x))
         if self.mode == "residual":
             weights = 1 + weights
         b, c, h, w = x.shape
@@ -113,11 +123,11 @@ class SpatialSoftmaxAttention(_RecordingMixin, nn.Module):
         return (grouped * weights.unsqueeze(2)).view(b, c, h, w)
 
 
-class SqueezeExcite(_RecordingMixin, nn.Module):
+class SqueezeExcite(AttentionModule):
     """Channel attention from global average pooling (Hu et al. 2018).
 
     x [B, C, H, W] -> mean over H, W [B, C] -> FC C/r -> ReLU -> FC C -> sigmoid -> x * s.
-    `maps` records s [B, C, 1, 1].
+    The maps (`tap`) are s [B, C, 1, 1].
     """
 
     def __init__(self, channels: int, reduction: int = 16):
@@ -129,17 +139,16 @@ class SqueezeExcite(_RecordingMixin, nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
-        self._keep(s)
+        s = self.tap(torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))))
         return x * s
 
 
-class CBAM(_RecordingMixin, nn.Module):
+class CBAM(AttentionModule):
     """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial.
 
     Channel: a shared MLP (reduction r) over the average- and max-pooled [B, C] vectors,
     summed, sigmoid. Spatial: mean and max over channels [B, 2, H, W] -> 7x7 conv -> BN ->
-    sigmoid [B, 1, H, W]. `maps` records the spatial map [B, 1, H, W].
+    sigmoid [B, 1, H, W]. The maps (`tap`) are the spatial map [B, 1, H, W].
     """
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
@@ -161,8 +170,7 @@ class CBAM(_RecordingMixin, nn.Module):
         mx = self.mlp(x.amax((2, 3), keepdim=True))
         x = x * torch.sigmoid(avg + mx)
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        s = torch.sigmoid(self.spatial(pooled))
-        self._keep(s)
+        s = self.tap(torch.sigmoid(self.spatial(pooled)))
         return x * s
 
 
@@ -198,10 +206,10 @@ def make_attention(kind: str | None, channels: int, **opts) -> nn.Module:
         raise AttncnnError(f"attention {kind!r}: bad option ({err})") from None
 
 
-def attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def attention_modules(model: nn.Module) -> Iterator[tuple[str, AttentionModule]]:
     """(qualified name, module) for every attention module in `model`, in forward order."""
     for name, module in model.named_modules():
-        if isinstance(module, _RecordingMixin):
+        if isinstance(module, AttentionModule):
             yield name, module
 
 
@@ -209,16 +217,20 @@ def attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 def record_attention(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """Record the maps of every attention module during the forward passes inside.
 
-    Yields a dict that is filled, on exit, with {module name: maps of the last forward}.
+    Yields a dict {module name: maps of the last forward}, filled by forward hooks on the
+    modules' `tap` as they run; the hooks are removed on exit, whatever happens.
     """
-    modules = list(attention_modules(model))
     found: dict[str, torch.Tensor] = {}
-    for _, module in modules:
-        module.record, module.maps = True, None
+
+    def keep(name: str):
+        def hook(_module, _inputs, output):
+            found[name] = output
+        return hook
+
+    handles = [module.tap.register_forward_hook(keep(name))
+               for name, module in attention_modules(model)]
     try:
         yield found
     finally:
-        for name, module in modules:
-            if module.maps is not None:
-                found[name] = module.maps
-            module.record, module.maps = False, None
+        for handle in handles:
+            handle.remove()

@@ -1,14 +1,15 @@
-"""Pieces shared by every backbone: size checks, the placement option and weight
-initialisation."""
+"""Pieces shared by every backbone: size checks, the placement option, weight
+initialisation and the `Backbone` base class (forward = forward_head(forward_features))."""
 from __future__ import annotations
 
 import difflib
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.attention import SpatialSoftmaxAttention, make_attention
+from attncnn.models.attention import make_attention
 
 PLACEMENTS = ("block", "stage", "end")
 
@@ -66,20 +67,48 @@ class AttentionPlan:
         return make_attention(kind, channels, **self.options)
 
 
-def init_weights(model: nn.Module) -> None:
-    """He-normal convs and FC, BN at (1, 0); attention convs keep their own init."""
-    skip = {id(m.conv) for m in model.modules() if isinstance(m, SpatialSoftmaxAttention)}
-    for m in model.modules():
-        if id(m) in skip:
+def init_weights(module: nn.Module) -> None:
+    """He-normal convs and FC, BN at (1, 0), in module order. A submodule that has its own
+    `init_weights()` (the softmax attention: a zero conv) is left to initialise itself."""
+    for child in module.children():
+        own = getattr(child, "init_weights", None)
+        if callable(own):
+            own()
             continue
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        if isinstance(child, nn.Conv2d):
+            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(child.weight)
+            nn.init.zeros_(child.bias)
+        elif isinstance(child, nn.Linear):
+            nn.init.normal_(child.weight, std=0.01)
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        init_weights(child)
+
+
+class Backbone(nn.Module):
+    """A classifier split as timm splits one: forward(x) = forward_head(forward_features(x)).
+
+    Subclasses define `forward_features` (x [B, C, H, W] -> feature maps
+    [B, num_features, h, w]) and `fc`; the head pools globally (`global_pool`: "avg" or
+    "max") and applies `fc`. Grad-CAM (attncnn.explain) differentiates the head with
+    respect to the features.
+    """
+
+    global_pool = "avg"
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature maps [B, C, h, w] -> logits [B, num_classes] (pre_logits: the pooled
+        features [B, C])."""
+        x = x.amax((2, 3)) if self.global_pool == "max" else x.mean((2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.common import AttentionPlan, check_sizes, init_weights, units_per_stage
+from attncnn.models.common import (
+    AttentionPlan,
+    Backbone,
+    check_sizes,
+    init_weights,
+    units_per_stage,
+)
 
 
 class DenseLayer(nn.Module):
@@ -50,7 +56,7 @@ class Transition(nn.Sequential):
         )
 
 
-class DenseNetBC(nn.Module):
+class DenseNetBC(Backbone):
     """DenseNet-BC-L for 32x32 inputs. x [B, 3, H, W] -> logits [B, num_classes]."""
 
     def __init__(
@@ -95,6 +101,3 @@ class DenseNetBC(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] -> last feature maps [B, C, H/4, W/4] (after BN-ReLU)."""
         return self.attention(F.relu(self.norm(self.stages(self.stem(x)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))

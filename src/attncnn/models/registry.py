@@ -18,9 +18,8 @@ from torch import nn
 from attncnn.errors import AttncnnError, UnknownModelError
 from attncnn.models.common import check_sizes
 from attncnn.models.densenet import DenseNetBC
-from attncnn.models.resnet import ResNet
+from attncnn.models.resnet import CifarResNet, ResNet
 from attncnn.models.resnet9 import ResNet9
-from attncnn.models.resnet_cifar import CifarResNet
 
 
 @dataclass(frozen=True)

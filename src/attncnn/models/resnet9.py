@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attncnn.models.common import AttentionPlan, check_sizes, init_weights
+from attncnn.models.common import AttentionPlan, Backbone, check_sizes, init_weights
 
 
 def conv_bn(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
@@ -41,8 +41,10 @@ class Residual(nn.Module):
         return x + self.attention(self.branch(x))
 
 
-class ResNet9(nn.Module):
+class ResNet9(Backbone):
     """x [B, 3, H, W] -> logits [B, num_classes] (H, W divisible by 8)."""
+
+    global_pool = "max"
 
     def __init__(self, num_classes: int = 10, attention: str | None = None,
                  attention_placement: str = "stage", attention_options: dict | None = None,
@@ -69,5 +71,7 @@ class ResNet9(nn.Module):
         """x [B, 3, H, W] -> last feature maps [B, 512, H/8, W/8]."""
         return self.attention(self.stages(self.prep(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).amax((2, 3))) * self.logit_scale
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global max pooling, fc, logits * logit_scale (pre_logits: the pooled [B, 512])."""
+        x = super().forward_head(x, pre_logits)
+        return x if pre_logits else x * self.logit_scale
