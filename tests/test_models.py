@@ -5,6 +5,7 @@ import torch
 from attncnn import AttncnnError
 from attncnn.models import (
     SpatialSoftmaxAttention,
+    SqueezeExcite,
     attention_modules,
     count_params,
     create_model,
@@ -216,3 +217,102 @@ def test_model_remembers_how_it_was_built():
     again = create_model(model.model_name, **model.model_args)
     again.load_state_dict(model.state_dict())
     assert model.model_args["num_classes"] == 3
+
+
+# --- forward = forward_head(forward_features), as timm splits a model ------------------------
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_is_the_head_of_the_features(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    x = small_input(name)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.dim() == 4 and features.shape[:2] == (2, model.num_features)
+        assert torch.equal(model.forward_head(features), model(x))
+        pooled = model.forward_head(features, pre_logits=True)
+    assert pooled.shape == (2, model.num_features)
+
+
+# --- attention maps come out through forward hooks; the modules keep no state ----------------
+
+HOOKED = [("attn_resnet20_cifar", "block", {"num_maps": 2}), ("se_resnet20_cifar", "stage", {}),
+          ("cbam_resnet20_cifar", "end", {}), ("attn_resnet9", "stage", {}),
+          ("cbam_densenet_bc100_k12", "stage", {})]
+
+
+def hooked_model(name, placement, options):
+    torch.manual_seed(0)
+    small = {"resnet9": dict(width=4), "densenet": dict(depth=16, growth=4)}
+    size = next((v for k, v in small.items() if k in name), dict(depth=8, widths=(4, 8, 8)))
+    model = create_model(name, num_classes=3, attention_placement=placement,
+                         attention_options=options, **size).eval()
+    for m in model.modules():  # away from the uniform start
+        if isinstance(m, SpatialSoftmaxAttention):
+            torch.nn.init.normal_(m.conv.weight, std=0.5)
+    return model
+
+
+def own_maps(module, x):
+    """The attention `module` applies to x, from its parts (not its forward)."""
+    if isinstance(module, SpatialSoftmaxAttention):
+        return module.attention(x)
+    if isinstance(module, SqueezeExcite):
+        return torch.sigmoid(module.fc2(torch.relu(module.fc1(x.mean((2, 3), keepdim=True)))))
+    x = x * torch.sigmoid(module.mlp(x.mean((2, 3), keepdim=True))
+                          + module.mlp(x.amax((2, 3), keepdim=True)))          # CBAM
+    pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
+    return torch.sigmoid(module.spatial(pooled))
+
+
+def all_hooks(model):
+    return [h for m in model.modules()
+            for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
+
+
+@pytest.mark.parametrize("name, placement, options", HOOKED)
+def test_recorded_maps_are_what_each_module_applies(name, placement, options):
+    model = hooked_model(name, placement, options)
+    modules = dict(attention_modules(model))
+    inputs = {}
+    handles = [m.register_forward_pre_hook(lambda m, args, n=n: inputs.__setitem__(n, args[0]))
+               for n, m in modules.items()]
+    x = small_input(name)
+    with torch.no_grad(), record_attention(model) as maps:
+        logits = model(x)
+    for h in handles:
+        h.remove()
+    assert list(maps) == list(modules) and len(maps) > 0
+    with torch.no_grad():
+        for n, m in modules.items():
+            torch.testing.assert_close(maps[n], own_maps(m, inputs[n]), rtol=0, atol=0)
+        assert torch.equal(model(x), logits)   # recording changes nothing it computes
+
+
+@pytest.mark.parametrize("name, placement, options", HOOKED[:2])
+def test_record_attention_leaves_no_hooks_and_no_state(name, placement, options):
+    model = hooked_model(name, placement, options)
+    before = {n: dict(vars(m)) for n, m in attention_modules(model)}
+    with torch.no_grad(), record_attention(model) as maps:
+        model(small_input(name))
+        assert all_hooks(model)
+    assert maps and not all_hooks(model)
+    with pytest.raises(RuntimeError), record_attention(model):  # removed on an error too
+        raise RuntimeError("inside")
+    assert not all_hooks(model)
+    for n, m in attention_modules(model):       # forward passes set no attribute
+        assert vars(m) == before[n] and not hasattr(m, "maps") and not hasattr(m, "record")
+
+
+def test_model_init_leaves_softmax_attention_to_itself():
+    """init_weights re-initialises every conv but the softmax modules', which start at zero
+    (the identity) by their own init_weights; SE and CBAM take the backbone's He init."""
+    torch.manual_seed(0)
+    model = create_model("attn_resnet20_cifar", attention_placement="block")
+    convs = [m.conv for _, m in attention_modules(model)]
+    assert len(convs) == 9 and all(not c.weight.any() and not c.bias.any() for c in convs)
+    se = create_model("se_resnet20_cifar")
+    fc1 = next(m for _, m in attention_modules(se)).fc1
+    fan_out = fc1.out_channels * fc1.kernel_size[0] * fc1.kernel_size[1]
+    assert fc1.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.3)
+    assert not fc1.bias.any()
