@@ -24,7 +24,9 @@ RAW = {
     "data": {"name": SOURCE, "batch_size": 16, "eval_batch_size": 5, "crop_padding": 2},
     "optim": {"lr": 0.1},
     "schedule": {"name": "cosine", "epochs": 3, "milestones": []},
-    "run": {"name": "ddp", "tensorboard": False},
+    # float32: under bf16 autocast (the default on CPUs with bf16 units) the split batch
+    # rounds differently and the runs drift apart by more than summation order
+    "run": {"name": "ddp", "tensorboard": False, "amp": False},
 }
 
 
