@@ -29,7 +29,7 @@ JPEG = "CIFAR-10 (JPEG q75 copy)"
 def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", row="attn_resnet110",
                  dataset="cifar10_jpeg", seed=0, top1=90.0, epochs=4, data_name=JPEG,
                  completed=None, status="finished", history=True, name=None,
-                 wall=None) -> Path:
+                 wall=None, recipe=None) -> Path:
     """A results file as `attncnn train` writes it (docs/results-format.md)."""
     completed = epochs if completed is None else completed
     doc = {
@@ -39,7 +39,8 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
         "model_args": {"depth": 110, "attention": "softmax", "attention_placement": "stage"},
         "data": {"source": "folder", "name": data_name, "train_split": "train",
                  "eval_split": "test", "num_train": 50000, "num_eval": 5000},
-        "recipe": {"epochs": epochs, "batch_size": 128, "lr": 0.1, "schedule": "step"},
+        "recipe": {"epochs": epochs, "batch_size": 128, "lr": 0.1, "schedule": "step",
+                   **(recipe or {})},
         "seed": seed,
         "tags": {} if table is None else {"table": table, "row": row, "dataset": dataset},
         "epochs_completed": completed,
@@ -131,6 +132,21 @@ def test_different_epochs_or_data_are_never_pooled(tmp_path):
     assert means[4, JPEG] == pytest.approx(81.0)
     md = render_markdown([table], load_paper())
     assert md.count("(1 seed, 200 ep)") == 1
+
+
+def test_runs_of_another_precision_or_recipe_are_never_pooled(tmp_path):
+    """bf16 autocast, flip TTA or another weight decay make another setting, with its own
+    footnote naming the precision and the TTA."""
+    write_result(tmp_path, seed=0, top1=80.0, recipe={"amp": False})
+    write_result(tmp_path, seed=1, top1=82.0, recipe={"amp": False})
+    write_result(tmp_path, seed=0, top1=85.0, recipe={"amp": True, "eval_flip": True}, name="bf16")
+    write_result(tmp_path, seed=0, top1=70.0, recipe={"amp": False, "weight_decay": 5e-4}, name="wd")
+    runs, _ = load_runs([tmp_path])
+    table = build_tables(runs, load_paper())[0]
+    groups = table.cells["attn_resnet110", "cifar10_jpeg"].groups
+    assert sorted((g.n, g.mean) for g in groups) == [(1, 70.0), (1, 85.0), (2, 81.0)]
+    md = render_markdown([table], load_paper())
+    assert md.count("bf16 autocast, flip test-time augmentation") == 1
 
 
 def test_incomplete_runs_are_listed_but_not_counted(tmp_path):

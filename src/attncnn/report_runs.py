@@ -16,6 +16,9 @@ from attncnn.errors import AttncnnError
 SCHEMA = "attncnn.result/1"
 
 
+_SETTING_KEYS = ("epochs", "batch_size", "schedule", "lr")  # Setting's own fields
+
+
 @dataclass(frozen=True)
 class Setting:
     """What must be equal for runs to be pooled (everything but the seed and the device)."""
@@ -30,6 +33,7 @@ class Setting:
     lr: float | None
     model: str
     model_args: str  # canonical JSON, so two settings compare as equal strings
+    recipe_rest: str = "{}"  # the rest of the recipe (precision, decay, smoothing, TTA...), JSON
 
     def describe(self) -> str:
         def count(n):
@@ -38,16 +42,20 @@ class Setting:
         args = json.loads(self.model_args)
         shown = {k: v for k, v in args.items() if k in ("attention", "attention_placement",
                                                         "attention_options", "num_classes")}
+        rest = json.loads(self.recipe_rest)
+        extras = "".join(text for key, text in (("amp", ", bf16 autocast"),
+                                                 ("eval_flip", ", flip test-time augmentation"))
+                         if rest.get(key))
         return (f"{self.data_name}, eval split `{self.eval_split}` ({count(self.num_eval)} images), "
                 f"trained on {count(self.num_train)} images, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
-                f"{self.schedule} schedule, batch {self.batch_size}, lr {self.lr}; "
+                f"{self.schedule} schedule, batch {self.batch_size}, lr {self.lr}{extras}; "
                 f"model `{self.model}` {json.dumps(shown, sort_keys=True)}")
 
     def recipe_key(self) -> tuple:
         """Everything but the model: two rows are compared seed by seed only when their
         data, split, subset sizes, epochs and recipe agree."""
         return (self.data_name, self.eval_split, self.num_train, self.num_eval, self.epochs,
-                self.schedule, self.batch_size, self.lr)
+                self.schedule, self.batch_size, self.lr, self.recipe_rest)
 
 
 @dataclass
@@ -106,6 +114,8 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         num_train=data.get("num_train"), num_eval=data.get("num_eval"), epochs=epochs,
         schedule=str(recipe.get("schedule", "?")), batch_size=recipe.get("batch_size"),
         lr=recipe.get("lr"), model=model, model_args=json.dumps(model_args, sort_keys=True),
+        recipe_rest=json.dumps({k: v for k, v in recipe.items() if k not in _SETTING_KEYS},
+                               sort_keys=True),
     )
     return Run(
         path=str(path), run_name=str(doc.get("run_name", path.stem)),

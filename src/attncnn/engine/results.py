@@ -17,7 +17,8 @@ def recipe(cfg: Config, amp: bool) -> dict:
             "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,
             "weight_decay": o.weight_decay, "no_decay_norm_bias": o.no_decay_norm_bias,
             "schedule": s.name, "milestones": list(s.milestones), "gamma": s.gamma,
-            "warmup_epochs": s.warmup_epochs, "label_smoothing": o.label_smoothing, "amp": amp}
+            "warmup_epochs": s.warmup_epochs, "label_smoothing": o.label_smoothing, "amp": amp,
+            "eval_flip": cfg.data.eval_flip}
 
 
 def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int, data: dict,
