@@ -10,7 +10,8 @@ Needs a CUDA GPU (on a machine without one it says so in one line and exits 2), 
 --smoke, which runs a few steps of both (narrow nets, 120 images, fp32) on the CPU to show the script
 works end to end (its accuracies and times mean nothing).
 
-Our recipe (`RECIPE`, docs/bench.md): attn_resnet9 (ResNet-9 of "How to train your
+Our recipe (`RECIPE`, docs/bench.md), trained with the engine's step and optimiser
+(`attncnn.engine.step`, `attncnn.engine.optim`: what `attncnn train` runs): attn_resnet9 (ResNet-9 of "How to train your
 ResNet" with the paper's spatial softmax attention after each stage), batch 512, SGD Nesterov
 0.9, peak lr 0.4 with a linear one-cycle (20% up, then down to 0), weight decay 5e-4, label
 smoothing 0.2, random translation 4 px + flip (drawn per epoch on the CPU, applied on the
@@ -47,13 +48,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from attncnn.bench import environment, synchronize  # noqa: E402
 from attncnn.data import DataConfig, DeviceLoader  # noqa: E402
 from attncnn.data.dataset import ArrayDataset  # noqa: E402
 from attncnn.data.sources import load_split  # noqa: E402
+from attncnn.engine.config import OptimConfig  # noqa: E402
+from attncnn.engine.device import synchronize  # noqa: E402
+from attncnn.engine.environment import environment  # noqa: E402
+from attncnn.engine.optim import build_loss, build_optimizer  # noqa: E402
 from attncnn.engine.results import write_json_atomic  # noqa: E402
-from attncnn.fastpath import (make_infer_step, make_optimizer, make_train_step,  # noqa: E402
-                              one_cycle)
+from attncnn.engine.step import autocast_dtype, make_infer_step, make_train_step  # noqa: E402
 from attncnn.models import create_model  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -77,8 +80,24 @@ class Recipe:
     flip_tta: bool = True
     model_args: dict = field(default_factory=dict)  # create_model overrides (smoke: width)
 
+    def optim(self) -> OptimConfig:
+        """The engine's optimiser and loss settings for this recipe (SGD, Nesterov)."""
+        return OptimConfig(lr=self.lr, momentum=self.momentum, nesterov=True,
+                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing)
+
 
 RECIPE = Recipe()
+
+
+def one_cycle(total_steps: int, warmup_fraction: float = 0.2):
+    """LR multiplier: linear 0 -> 1 over the first `warmup_fraction` of steps, then -> 0."""
+    peak = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < peak:
+            return (step + 1) / peak
+        return max(0.0, (total_steps - step) / max(1, total_steps - peak))
+    return factor
 
 
 # ---------------------------------------------------------------- data
@@ -138,20 +157,20 @@ class Ours:
         model.load_state_dict(self.initial)  # in place: the compiled code stays valid
         synchronize(device)
         start = time.perf_counter()
-        optimizer = make_optimizer(model, device, lr=recipe.lr, momentum=recipe.momentum,
-                                   weight_decay=recipe.weight_decay)
+        optimizer = build_optimizer(model, recipe.optim(), device)  # what `attncnn train` builds
         total = epochs * len(self.batches)
         total = total if max_steps is None else min(max_steps, total)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                      one_cycle(total, recipe.warmup_fraction))
-        step = make_train_step(self.run, optimizer, device, recipe.amp, recipe.label_smoothing)
+        step = make_train_step(self.run, optimizer, build_loss(recipe.optim()), device,
+                               autocast_dtype(recipe.amp))  # the step `attncnn train` runs
         epoch_losses, steps = [], 0
         model.train()
         while steps < total:
             loss_sum = torch.zeros((), device=device)
             epoch = len(epoch_losses)  # counted from 0 in every run
             for x, y in self.batches.epoch(epoch):
-                loss_sum += step(x, y)  # stays on the device: no sync in the loop
+                loss_sum += step(x, y)[0]  # stays on the device: no sync in the loop
                 schedule.step()
                 steps += 1
                 if steps >= total:
@@ -169,8 +188,8 @@ class Ours:
     def evaluate(self) -> float:
         """Top-1 percent on the test images (flip TTA if the recipe says so)."""
         self.model.eval()
-        infer = make_infer_step(self.run, self.device, self.recipe.amp,
-                                flip_tta=self.recipe.flip_tta)
+        infer = make_infer_step(self.run, self.device, autocast_dtype(self.recipe.amp),
+                                flip=self.recipe.flip_tta)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in self.test_batches.epoch():
             correct += (infer(x).argmax(1) == y).sum()

@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import engine_toy  # noqa: E402,F401  (registers the "engine_toy" data source)
 import attncnn.engine.checkpoint as ckpt  # noqa: E402
-import attncnn.engine.train as train_module  # noqa: E402
+import attncnn.engine.loop as loop_module  # noqa: E402
 from attncnn.cli import main  # noqa: E402
 
 
 def install(faults: dict) -> None:
     rank = int(os.environ.get("RANK", "0"))
-    real_lr_at = train_module.lr_at
+    real_lr_at = loop_module.lr_at
     log = open(faults["step_log"], "a", buffering=1) if "step_log" in faults else None
     raise_at, hang_at = faults.get("raise_at"), faults.get("hang_at")
 
@@ -47,7 +47,7 @@ def install(faults: dict) -> None:
             time.sleep(3600)
         return real_lr_at(step, *args)
 
-    train_module.lr_at = lr_at
+    loop_module.lr_at = lr_at
 
     writes = {"n": 0}
     die_at = faults.get("die_in_save")

@@ -9,7 +9,7 @@ import torch
 from attncnn.data.cache import cached
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.results import write_json_atomic
-from attncnn.engine.train import _write_text_atomic
+from attncnn.engine.run_dir import write_text_atomic
 from attncnn.errors import AttncnnError
 from attncnn.models import create_model
 from attncnn.weights import save_weights
@@ -23,7 +23,7 @@ def save_tiny_weights(path):
 
 WRITERS = {
     "results.json": lambda path: write_json_atomic({"top1": 1.0}, path),
-    "config.yaml": lambda path: _write_text_atomic(path, "run: {seed: 1}\n"),
+    "config.yaml": lambda path: write_text_atomic(path, "run: {seed: 1}\n"),
     "checkpoint": lambda path: ckpt.atomic_save({"w": torch.zeros(2)}, path,
                                                 keep_previous=path.with_name("prev.pt")),
     "weights": save_tiny_weights,

@@ -93,9 +93,10 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
 def test_build_loaders_with_validation_split(tmp_path):
     archive, _ = make_cifar10(tmp_path, per_batch=10)
     cfg = DataConfig(name="cifar10", root=str(archive), eval_split="val", val_fraction=0.2,
-                     batch_size=8)
+                     batch_size=16)
     loaders = build_loaders(cfg)
-    assert loaders.train.num_samples + loaders.eval.num_samples <= 50
+    assert loaders.train.num_samples + loaders.eval.num_samples == 50
+    assert loaders.train.num_samples_per_rank == 32  # two whole batches of the 40
     assert loaders.eval.num_samples == 10 and loaders.name == "CIFAR-10"
 
 

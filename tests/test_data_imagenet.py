@@ -6,6 +6,7 @@ from PIL import Image
 
 from attncnn.data import DataConfig, build_loaders
 from attncnn.data.imagenet import random_resized_crop, resize_centre_crop
+from attncnn.data.loader import train_seed
 from attncnn.errors import AttncnnError
 
 CLASSES = ["n001", "n002", "n003"]
@@ -56,7 +57,7 @@ def test_val_layouts_give_the_right_labels(tmp_path, flat_val):
     assert x.shape == (6, 3, 16, 16) and x.dtype == torch.float32
     assert sorted(y.tolist()) == sorted(expected_val_labels())
     # the pixel colour identifies the class: red channel 60 * c
-    red = x[:, 0, 8, 8] * loaders.train.data.std[0] + loaders.train.data.mean[0]
+    red = x[:, 0, 8, 8] * loaders.std[0] + loaders.mean[0]
     assert torch.allclose(red * 255, y.float() * 60, atol=4)
 
 
@@ -71,10 +72,27 @@ def test_training_batches_are_deterministic_and_resumable(tmp_path):
     assert len(resumed) == 1 and torch.equal(resumed[0][0], a[2][0])
     other = list(build_loaders(cfg).train.epoch(2))
     assert not all(torch.equal(xa, xo) for (xa, _), (xo, _) in zip(a, other))
-    reseeded = build_loaders(cfg).train
-    reseeded.seed = 4                # what the engine does with the run seed
-    assert not all(torch.equal(xa, xr) for (xa, _), (xr, _) in zip(a, reseeded.epoch(1)))
-    assert reseeded.files.seed == 4  # crops follow the new seed too, not only the order
+    run1 = build_loaders(cfg, run_seed=1).train  # the run seed, given when it is built
+    assert run1.seed == train_seed(3, 1) and build_loaders(cfg).train.seed == 3
+    assert not all(torch.equal(xa, xr) for (xa, _), (xr, _) in zip(a, run1.epoch(1)))
+
+
+def test_crops_follow_the_run_seed_as_well_as_the_order(tmp_path):
+    """Twelve copies of one image: the batches then differ only where the crops and flips do."""
+    gradient = np.add.outer(np.arange(48), np.arange(64)).astype(np.uint8)
+    image = Image.fromarray(np.stack([gradient, 255 - gradient, gradient[::-1]], 2))
+    for c, name in enumerate(CLASSES):
+        for i in range(4):
+            (tmp_path / "train" / name).mkdir(parents=True, exist_ok=True)
+            image.save(tmp_path / "train" / name / f"{i}.png")
+    (tmp_path / "val" / "n001").mkdir(parents=True)
+    image.save(tmp_path / "val" / "n001" / "v.png")
+    cfg = cfg_for(tmp_path, batch_size=12)
+
+    def pixels(run_seed):
+        return next(build_loaders(cfg, run_seed=run_seed).train.epoch(0))[0]
+
+    assert torch.equal(pixels(0), pixels(0)) and not torch.equal(pixels(0), pixels(1))
 
 
 def test_workers_and_ranks_do_not_change_the_global_batch(tmp_path):
@@ -113,5 +131,9 @@ def test_bad_layouts_and_corrupt_files(tmp_path):
     loaders = build_loaders(cfg_for(root, skip_corrupt=True))
     seen = sum(len(y) for _, y in loaders.train.epoch(0))
     assert seen == 11 and loaders.train.data.info["skipped_corrupt"] == 1
+    assert (loaders.train.num_samples, loaders.train.num_samples_per_rank) == (12, 12)
+    two = build_loaders(cfg_for(root, batch_size=8), rank=1, world_size=2)
+    assert (two.train.num_samples, two.train.num_samples_per_rank) == (12, 4)  # 8 // 2, once
+    assert (two.eval.num_samples, two.eval.num_samples_per_rank) == (6, 3)
     with pytest.raises(AttncnnError, match="not found"):
         build_loaders(cfg_for(tmp_path / "nowhere"))

@@ -5,8 +5,9 @@ import signal
 import pytest
 import torch
 
-import attncnn.engine.train as train_module
+import attncnn.engine.loop as loop_module
 from attncnn.engine import checkpoint as ckpt
+from attncnn.engine.run_dir import choose_run_dir
 from attncnn.engine.train import train
 from attncnn.errors import AttncnnError
 from engine_toy import one_thread, toy_config  # noqa: F401  (fixture)
@@ -26,14 +27,14 @@ def assert_same_weights(a: dict, b: dict):
 
 def interrupt_at(monkeypatch, global_step, action):
     """Run `action()` when the loop asks for the learning rate of `global_step`."""
-    real = train_module.lr_at
+    real = loop_module.lr_at
 
     def lr_at(step, *args):
         if step == global_step:
             action()
         return real(step, *args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_at)
+    monkeypatch.setattr(loop_module, "lr_at", lr_at)
 
 
 class Crash(Exception):
@@ -146,14 +147,14 @@ def test_a_run_dir_with_only_a_config_counts_as_taken(tmp_path):
     """A run killed before its first checkpoint (or one still starting) keeps its folder."""
     cfg = toy_config(tmp_path, run={"name": None})
     first = tmp_path / "attn_resnet20_cifar-engine_toy-s0"
-    assert train_module.choose_run_dir(cfg) == (first, None)
+    assert choose_run_dir(cfg) == (first, None)
     first.mkdir()
     (first / "config.yaml").write_text("{}")
-    assert train_module.choose_run_dir(cfg) == (tmp_path / f"{first.name}-v2", first)
+    assert choose_run_dir(cfg) == (tmp_path / f"{first.name}-v2", first)
     named = toy_config(tmp_path, run={"name": "fixed"})  # a fixed name is never moved
     (tmp_path / "fixed").mkdir()
     (tmp_path / "fixed" / "config.yaml").write_text("{}")
-    assert train_module.choose_run_dir(named) == (tmp_path / "fixed", None)
+    assert choose_run_dir(named) == (tmp_path / "fixed", None)
 
 
 def test_a_model_args_typo_is_named_before_the_existing_run(tmp_path, capsys, one_thread):

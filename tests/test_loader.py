@@ -29,6 +29,27 @@ def test_train_epoch_is_a_shuffled_partition_with_drop_last():
     assert not torch.equal(seen, other)  # a new order every epoch
 
 
+def test_sizes_global_and_per_rank_match_what_an_epoch_yields():
+    for rank, world_size in ((0, 1), (1, 2)):
+        train = DeviceLoader(toy(42), 8, train=True, rank=rank, world_size=world_size)
+        evaluation = DeviceLoader(toy(42), 8, train=False, rank=rank, world_size=world_size)
+        assert train.num_samples == evaluation.num_samples == 42  # the data set, every rank's
+        for loader in (train, evaluation):
+            yielded = sum(len(y) for _, y in loader.epoch(0))
+            assert loader.num_samples_per_rank == yielded
+        assert train.num_samples_per_rank == 40 // world_size  # whole global batches only
+        assert evaluation.num_samples_per_rank == 42 // world_size
+
+
+def test_the_seed_is_fixed_when_the_loader_is_built():
+    import pytest
+
+    loader = DeviceLoader(toy(), 8, train=True, seed=5)
+    assert loader.seed == 5
+    with pytest.raises(AttributeError):
+        loader.seed = 6
+
+
 def test_resume_mid_epoch_gives_the_same_batches():
     for rank, world_size in ((0, 1), (1, 2)):
         loader = DeviceLoader(toy(), 8, train=True, seed=5, rank=rank, world_size=world_size)

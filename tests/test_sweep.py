@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import attncnn.engine.sweep as sweep_module
-import attncnn.engine.train as train_module
+import attncnn.engine.loop as loop_module
 from attncnn.cli import main
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import dump_config
 from attncnn.engine.sweep import plan_sweep
-from attncnn.engine.train import run_name
+from attncnn.engine.run_dir import run_name
 from attncnn.errors import AttncnnError
 from engine_toy import one_thread  # noqa: F401  (fixture)
 
@@ -106,7 +106,7 @@ def test_a_stopped_run_is_resumed_with_its_saved_config(tmp_path, capsys, monkey
                                                         one_thread):  # noqa: F811
     plain, attn = write_configs(tmp_path)
     out = tmp_path / "runs"
-    real_lr_at, calls, stop = train_module.lr_at, [], [True]
+    real_lr_at, calls, stop = loop_module.lr_at, [], [True]
 
     def lr_at(step, steps_per_epoch, *args):  # counts the steps run; SIGTERM in epoch 2
         calls.append((step, steps_per_epoch))
@@ -115,7 +115,7 @@ def test_a_stopped_run_is_resumed_with_its_saved_config(tmp_path, capsys, monkey
             os.kill(os.getpid(), signal.SIGTERM)
         return real_lr_at(step, steps_per_epoch, *args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_at)
+    monkeypatch.setattr(loop_module, "lr_at", lr_at)
     assert sweep(plain, attn, "--seeds", 0, "--out-dir", out) == 143
     err = capsys.readouterr().err
     assert "continue with the same command" in err and f"attncnn sweep {plain} {attn}" in err

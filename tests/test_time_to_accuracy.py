@@ -1,34 +1,12 @@
-"""fastpath: the step trains, the schedule is a one-cycle; the time-to-accuracy script refuses
-to time on a CPU. (Its batches come from DeviceLoader: tests/test_loader.py.)"""
+"""benchmarks/time_to_accuracy.py: the one-cycle schedule, the ladder, the refusal to time on a
+CPU. (Its step and optimiser are the engine's: tests/test_engine_step.py; its batches come
+from DeviceLoader: tests/test_loader.py.)"""
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from attncnn.fastpath import make_optimizer, make_train_step, one_cycle
-from attncnn.models import create_model
-
-
-def test_train_step_lowers_the_loss_on_a_fixed_batch():
-    torch.manual_seed(0)
-    model = create_model("attn_resnet9", num_classes=4, width=2)
-    opt = make_optimizer(model, torch.device("cpu"), lr=0.05)
-    step = make_train_step(model, opt, torch.device("cpu"), amp=False)
-    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 4
-    first = step(x, y)
-    assert first.requires_grad is False and first.dim() == 0
-    for _ in range(8):
-        last = step(x, y)
-    assert float(last) < float(first)
-
-
-def test_one_cycle_rises_to_one_then_falls_to_zero():
-    f = one_cycle(100, 0.2)
-    values = [f(i) for i in range(101)]
-    assert max(values) == 1.0 and values.index(1.0) == 19
-    assert values[0] < values[10] < values[19] and values[100] == 0.0
 
 
 def load_time_to_accuracy():
@@ -41,6 +19,23 @@ def load_time_to_accuracy():
     finally:
         del sys.modules[spec.name]
     return module
+
+
+def test_one_cycle_rises_to_one_then_falls_to_zero():
+    f = load_time_to_accuracy().one_cycle(100, 0.2)
+    values = [f(i) for i in range(101)]
+    assert max(values) == 1.0 and values.index(1.0) == 19
+    assert values[0] < values[10] < values[19] and values[100] == 0.0
+
+
+def test_the_recipe_trains_with_the_engine_optimiser():
+    from attncnn.engine.optim import build_optimizer
+
+    recipe = load_time_to_accuracy().RECIPE
+    group = build_optimizer(torch.nn.Linear(2, 2), recipe.optim()).param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == \
+        (0.4, 0.9, True, 5e-4)
+    assert recipe.optim().label_smoothing == 0.2
 
 
 def test_time_to_accuracy_ladder_stops_at_the_target_and_saves_every_try():
@@ -75,3 +70,25 @@ def test_time_to_accuracy_refuses_cpu_in_one_line(capsys):
     assert module.main(["--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "needs a CUDA GPU" in err and err.count("\n") == 1
+
+
+def test_ours_trains_and_evaluates_on_the_cpu():
+    """Our side of the script end to end on a few 8x8 images: engine step, one-cycle, flip TTA."""
+    from attncnn.data.dataset import ArrayDataset
+
+    module = load_time_to_accuracy()
+    gen = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return ArrayDataset(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=gen),
+                            torch.arange(n) % 4, ["a", "b", "c", "d"])
+
+    recipe = module.Recipe(batch_size=8, amp=False, compile=False, channels_last=False,
+                           crop_padding=1, model_args={"width": 2})
+    ours = module.Ours(recipe, data(24), data(8), torch.device("cpu"))
+    result = ours.train(epochs=2)
+    assert result["steps"] == 6 and len(result["epoch_loss"]) == 2
+    assert all(0 < loss < 10 for loss in result["epoch_loss"])
+    assert 0 <= result["accuracy"] <= 100 and result["time_s"] >= result["train_s"] > 0
+    again = ours.train(epochs=2)  # every run starts from the same initial weights
+    assert again["epoch_loss"] == result["epoch_loss"]

@@ -4,10 +4,12 @@
     print(format_table(report))
 
 What one measurement is (see docs/bench.md for the JSON fields):
-- training step = forward + cross-entropy + backward + SGD step (momentum, weight decay; fused
-  on CUDA) on one fixed batch already on the device, in the chosen precision and memory
-  format. The data path is left out on purpose: the step is what the model costs.
-- inference step = forward in eval mode under `torch.inference_mode`.
+- training step = `attncnn.engine.step.make_train_step`, the step `attncnn train` runs:
+  forward + cross-entropy + backward + the engine's SGD step (`build_optimizer` with
+  `BENCH_OPTIM`: Nesterov momentum 0.9, weight decay 5e-4; fused on CUDA) on one fixed batch
+  already on the device, in the chosen precision and memory format. The data path is left
+  out on purpose: the step is what the model costs.
+- inference step = `make_infer_step`: forward in eval mode under `torch.inference_mode`.
 - each model first runs `warmup` untimed steps (cudnn autotuning, torch.compile, allocator),
   then `windows` timed windows of `steps` steps, interleaved over the models (A B A B ...) so
   that load changes on a shared machine hit all alike. A window ends with
@@ -24,25 +26,27 @@ What one measurement is (see docs/bench.md for the JSON fields):
 """
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from attncnn.engine.environment import device_name, git_state
+from attncnn.engine.config import OptimConfig
+from attncnn.engine.device import resolve_device, synchronize
+from attncnn.engine.environment import environment, utc_now
+from attncnn.engine.optim import build_loss, build_optimizer
+from attncnn.engine.step import autocast_dtype, make_infer_step, make_train_step
 from attncnn.errors import AttncnnError
-from attncnn.fastpath import make_infer_step, make_optimizer, make_train_step
 from attncnn.models import count_macs, count_params, create_model, get_spec
 
 SCHEMA = "attncnn.bench/1"
+# the optimiser of the timed training step (docs/bench.md): the lr does not change the cost
+BENCH_OPTIM = OptimConfig(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
 @dataclass
@@ -61,21 +65,6 @@ class BenchSettings:
     infer: bool = True
     num_classes: int | None = None    # None: the model's default
     seed: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AttncnnError(f"device {name!r} asked for, but this torch ({torch.__version__}) "
-                           "sees no CUDA GPU; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise AttncnnError(f"device {name!r}: bench runs on cpu or cuda")
-    return device
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PeakMemory:
@@ -185,12 +174,14 @@ class _Subject:
         self.peak: dict[str, tuple[int | None, str]] = {}
 
     def step_fn(self, phase: str, amp: bool) -> Callable:
+        """step(x, y) of `phase`: the engine's training step or its inference step."""
         if phase == "train":
             self.model.train()
-            return make_train_step(self.run, make_optimizer(self.model, self.device),
-                                   self.device, amp)
+            return make_train_step(self.run, build_optimizer(self.model, BENCH_OPTIM, self.device),
+                                   build_loss(BENCH_OPTIM), self.device, autocast_dtype(amp))
         self.model.eval()
-        return make_infer_step(self.run, self.device, amp)
+        infer = make_infer_step(self.run, self.device, autocast_dtype(amp))
+        return lambda x, y: infer(x)
 
     def warm_up(self, phase: str, step: Callable, warmup: int) -> None:
         """Untimed steps (at least one), inside the memory measurement of the phase: its peak
@@ -225,7 +216,9 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
     baseline = baseline or names[0]
     if baseline not in names:
         names = [baseline, *names]
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, what="--device")
+    if device.type not in ("cpu", "cuda"):
+        raise AttncnnError(f"--device={settings.device}: bench runs on cpu or cuda")
     env = environment(device)  # before timing: the commit that ran, not one made meanwhile
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotuned in the warm-up, as training would
@@ -266,28 +259,11 @@ def bench_models(names: list[str], settings: BenchSettings, baseline: str | None
         row["params_ratio"] = row["params"] / base["params"]
     return {
         "schema": SCHEMA,
-        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": utc_now(),
         "settings": asdict(settings),
         "baseline": baseline,
         "env": env,
         "models": rows,
-    }
-
-
-def environment(device: torch.device) -> dict:
-    """Where a figure was measured: versions, device, threads, git commit."""
-    commit, dirty = git_state()
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device.type,
-        "device_name": device_name(device),
-        "cuda": torch.version.cuda,
-        "num_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "hostname": platform.node(),
-        "git_commit": commit,
-        "git_dirty": dirty,
     }
 
 

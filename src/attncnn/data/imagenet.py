@@ -30,7 +30,7 @@ from PIL import Image
 from attncnn.data.config import DataConfig
 from attncnn.data.decode import image_suffixes
 from attncnn.data.loader import (batches_per_epoch, normalisation, samples_per_epoch,
-                                  seeded_generator)
+                                  seeded_generator, train_seed)
 from attncnn.data.sources import Loaders, register_source
 from attncnn.errors import AttncnnError
 
@@ -195,15 +195,16 @@ class _Steps(torch.utils.data.Sampler):
 
 
 class StreamingLoader:
-    """`DeviceLoader`'s interface over an `ImageFiles`: epoch(epoch, start_step) yields
-    (x float [b, 3, S, S] normalised on `device`, y int64 [b])."""
+    """A `BatchLoader` over an `ImageFiles`: epoch(epoch, start_step) yields (x float
+    [b, 3, S, S] normalised on `device`, y int64 [b]). Its seed is the files' own: one seed
+    draws both the order and the crops."""
 
-    def __init__(self, files: ImageFiles, batch_size: int, *, train: bool, device, seed: int,
+    def __init__(self, files: ImageFiles, batch_size: int, *, train: bool, device,
                  rank: int, world_size: int, workers: int, channels_last: bool, skip_corrupt: bool,
                  data):
         if train and batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} must divide evenly over {world_size} ranks")
-        self.files, self.batch_size, self.train, self.seed = files, batch_size, train, seed
+        self.files, self.batch_size, self.train = files, batch_size, train
         self.device = torch.device(device)
         self.rank, self.world_size, self.workers = rank, world_size, workers
         self.channels_last, self.skip_corrupt, self.data = channels_last, skip_corrupt, data
@@ -215,7 +216,17 @@ class StreamingLoader:
                                  rank=self.rank, world_size=self.world_size)
 
     @property
+    def seed(self) -> int:
+        return self.files.seed
+
+    @property
     def num_samples(self) -> int:
+        """Images in the split, every rank's."""
+        return len(self.files)
+
+    @property
+    def num_samples_per_rank(self) -> int:
+        """Images this rank sees per epoch."""
         return samples_per_epoch(len(self.files), self.batch_size, train=self.train,
                                  rank=self.rank, world_size=self.world_size)
 
@@ -230,7 +241,6 @@ class StreamingLoader:
         return [mine[s * self.batch_size:(s + 1) * self.batch_size] for s in range(start_step, len(self))]
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.files.seed = self.seed      # the engine may re-seed the loader after building it
         loader = torch.utils.data.DataLoader(
             self.files, batch_sampler=_Steps(self._batches(epoch, start_step), epoch),
             num_workers=self.workers, pin_memory=self.device.type == "cuda",
@@ -255,7 +265,8 @@ class StreamingLoader:
 
 
 class StreamInfo:
-    """What `Loaders` and the engine read from a loader's `data`: classes, name, mean, std, info."""
+    """The data set a source's two loaders share (their `data`): classes, name, mean, std, and
+    info["skipped_corrupt"], the corrupt images skipped so far (data.skip_corrupt)."""
 
     def __init__(self, classes, name, size):
         self.classes, self.name, self.mean, self.std = classes, name, MEAN, STD
@@ -292,19 +303,20 @@ def scan(cfg: DataConfig) -> tuple[list[str], list, list]:
 
 @register_source("imagenet", streaming=True)
 def imagenet_loaders(cfg: DataConfig, device="cpu", rank: int = 0, world_size: int = 1,
-                     channels_last: bool = False) -> Loaders:
-    """Train and eval `StreamingLoader`s over the ImageNet layout at cfg.root."""
+                     channels_last: bool = False, run_seed: int = 0) -> Loaders:
+    """Train and eval `StreamingLoader`s over the ImageNet layout at cfg.root; the training
+    order and crops follow `train_seed(cfg.seed, run_seed)`, as every source's do."""
     if cfg.eval_split == "val" and cfg.val_fraction > 0:
         raise AttncnnError("imagenet: data.val_fraction is not supported; evaluate on the val folder")
     classes, train, evaluation = scan(cfg)
     size = cfg.image_size or 224
     name = cfg.display_name or "ImageNet"
     info = StreamInfo(classes, name, size)
-    common = dict(device=device, seed=cfg.seed, rank=rank, world_size=world_size,
-                  workers=cfg.workers, channels_last=channels_last, skip_corrupt=cfg.skip_corrupt,
-                  data=info)
+    common = dict(device=device, rank=rank, world_size=world_size, workers=cfg.workers,
+                  channels_last=channels_last, skip_corrupt=cfg.skip_corrupt, data=info)
     return Loaders(
-        train=StreamingLoader(ImageFiles(train, size, cfg.augment, cfg.flip, cfg.seed),
+        train=StreamingLoader(ImageFiles(train, size, cfg.augment, cfg.flip,
+                                         train_seed(cfg.seed, run_seed)),
                               cfg.batch_size, train=True, **common),
         eval=StreamingLoader(ImageFiles(evaluation, size, False, False, cfg.seed),
                              cfg.eval_batch_size, train=False, **common),

@@ -11,12 +11,46 @@ for it.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from attncnn.data.dataset import ArrayDataset
+
+
+class BatchLoader(Protocol):
+    """What every loader offers (`DeviceLoader`; imagenet's `StreamingLoader`), and all the
+    engine reads from one.
+
+    seed: fixes the order and augmentation, given at construction (`train_seed`).
+    num_samples: images in the split, every rank's, before any batch is dropped.
+    num_samples_per_rank: images this rank sees per epoch (train: whole global batches only,
+        each rank its share; eval: every image once, strided over the ranks).
+    len(loader): steps per epoch on this rank.
+    epoch(e, start_step): this rank's (x float [b, 3, H, W], y int64 [b]) on its device, for
+        steps start_step.. of epoch e.
+    """
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+    @property
+    def num_samples_per_rank(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def train_seed(data_seed: int, run_seed: int) -> int:
+    """The seed of a training loader's order and augmentation. data.seed alone fixes the data
+    (held-out split, subset, generated sets); the batch order and augmentation also follow
+    run.seed, so seed sweeps vary them as well as the initial weights."""
+    return data_seed + 1000 * run_seed
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -78,6 +112,7 @@ class DeviceLoader:
     train=True: shuffled each epoch, drop_last, crop+flip when `augment`.
     train=False: in order, every sample once, no augmentation.
     `batch_size` is the global batch; rank r of `world_size` yields its 1/world_size share.
+    A `BatchLoader`; `data` is the ArrayDataset it batches.
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, *, train: bool,
@@ -90,7 +125,7 @@ class DeviceLoader:
             raise ValueError(f"batch_size {batch_size} must divide evenly over {world_size} ranks")
         self.data = data
         self.device = torch.device(device)
-        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.batch_size, self.train, self._seed = batch_size, train, seed
         self.augment, self.crop_padding, self.flip = augment and train, crop_padding, flip
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
@@ -108,8 +143,17 @@ class DeviceLoader:
                                  rank=self.rank, world_size=self.world_size)
 
     @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
     def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
+        """Images in the data set, every rank's."""
+        return len(self.labels)
+
+    @property
+    def num_samples_per_rank(self) -> int:
+        """Images this rank sees per epoch."""
         return samples_per_epoch(len(self.labels), self.batch_size, train=self.train,
                                  rank=self.rank, world_size=self.world_size)
 
@@ -135,7 +179,7 @@ class DeviceLoader:
         """int64 [steps, 4, batch_size / world_size] on the device: this rank's (index, dy,
         dx, mirror) for each step start_step.. of `epoch`, drawn on the CPU in one go and
         sent in one copy (pinned and asynchronous on CUDA, so the host does not wait)."""
-        gen = seeded_generator(self.seed, epoch)
+        gen = seeded_generator(self._seed, epoch)
         order = torch.randperm(len(self.labels), generator=gen)
         layout = (len(self), self.batch_size)                  # the epoch's global batches
         plan = torch.zeros(4, *layout, dtype=torch.int64)      # index, dy, dx, mirror

@@ -2,24 +2,27 @@
 
 A source is a function `(cfg: DataConfig, split: str) -> ArrayDataset` registered under a
 name with `@register_source("name")`. Large-image sources register with `streaming=True`
-and return a loader object instead (anything with `epoch(epoch, start_step)`, `__len__`,
-`num_samples`, and a `data` attribute carrying classes/name/mean/std). A source with a
-fixed set of splits names them (`splits=("train", "test")`), so a config can be checked
-before any data is read; folder-like sources, whose splits are folder names, do not.
+and build the `Loaders` themselves instead: `(cfg, *, device, rank, world_size,
+channels_last, run_seed) -> Loaders`, whose loaders are `BatchLoader`s (attncnn.data.loader)
+and whose training loader is seeded with `train_seed(cfg.seed, run_seed)`, as
+`build_loaders` seeds a `DeviceLoader`. A source with a fixed set of splits names them
+(`splits=("train", "test")`), so a config can be checked before any data is read;
+folder-like sources, whose splits are folder names, do not.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
 from attncnn.data.config import DataConfig
 from attncnn.data.dataset import ArrayDataset
-from attncnn.data.loader import DeviceLoader
+from attncnn.data.loader import BatchLoader, DeviceLoader, train_seed
 from attncnn.errors import AttncnnError
+
 
 class _Source(NamedTuple):
     fn: Callable
@@ -65,15 +68,11 @@ def source_splits(name: str) -> tuple[str, ...] | None:
 
 
 def _import_builtin_sources() -> None:
-    """Readers register themselves on import; import those that exist in this checkout."""
+    """Readers register themselves on import."""
     import importlib
 
     for module in ("digits", "cifar", "folder", "imagenet"):
-        try:
-            importlib.import_module(f"attncnn.data.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"attncnn.data.{module}":
-                raise
+        importlib.import_module(f"attncnn.data.{module}")
 
 
 def load_split(cfg: DataConfig, split: str) -> ArrayDataset:
@@ -135,8 +134,8 @@ def train_subset(data: ArrayDataset, size: int | float, seed: int) -> ArrayDatas
 
 @dataclass
 class Loaders:
-    train: Any               # DeviceLoader or a streaming loader
-    eval: Any
+    train: BatchLoader       # a DeviceLoader, or a streaming source's loader
+    eval: BatchLoader
     classes: list[str]
     name: str                # how results name the data, e.g. "CIFAR-10 (JPEG q75 copy)"
     mean: tuple
@@ -149,11 +148,16 @@ class Loaders:
 
 
 def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int = 0,
-                  world_size: int = 1, channels_last: bool = False) -> Loaders:
-    """Train and eval loaders for `cfg` on `device`, sharded for rank `rank` of `world_size`."""
+                  world_size: int = 1, channels_last: bool = False, *, run_seed: int = 0) -> Loaders:
+    """Train and eval loaders for `cfg` on `device`, sharded for rank `rank` of `world_size`.
+
+    run_seed: the run's seed (run.seed); the training loader's order and augmentation follow
+    `train_seed(cfg.seed, run_seed)`. The eval loader neither shuffles nor augments.
+    """
     fn, streaming, _ = _get_source(cfg.name)
     if streaming:
-        return fn(cfg, device=device, rank=rank, world_size=world_size, channels_last=channels_last)
+        return fn(cfg, device=device, rank=rank, world_size=world_size,
+                  channels_last=channels_last, run_seed=run_seed)
     train = load_split(cfg, cfg.train_split)
     if cfg.train_subset is not None:  # after any val hold-out, which keeps its share of all
         train = train_subset(train, cfg.train_subset, cfg.seed)
@@ -162,12 +166,12 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
         raise AttncnnError(f"{cfg.name}: train and {cfg.eval_split} splits have different classes")
     # One normalisation for both: a model is evaluated on the inputs it was trained on.
     evaluation = dataclasses.replace(evaluation, mean=train.mean, std=train.std)
-    common = dict(device=device, seed=cfg.seed, rank=rank, world_size=world_size,
-                  channels_last=channels_last)
+    common = dict(device=device, rank=rank, world_size=world_size, channels_last=channels_last)
     return Loaders(
-        train=DeviceLoader(train, cfg.batch_size, train=True, augment=cfg.augment,
-                           crop_padding=cfg.crop_padding, flip=cfg.flip, **common),
-        eval=DeviceLoader(evaluation, cfg.eval_batch_size, train=False, **common),
+        train=DeviceLoader(train, cfg.batch_size, train=True, seed=train_seed(cfg.seed, run_seed),
+                           augment=cfg.augment, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                           **common),
+        eval=DeviceLoader(evaluation, cfg.eval_batch_size, train=False, seed=cfg.seed, **common),
         classes=list(train.classes), name=train.name or cfg.name,
         mean=tuple(train.mean), std=tuple(train.std),
         input_size=(3, *train.images.shape[2:]),

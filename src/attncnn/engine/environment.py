@@ -1,4 +1,5 @@
-"""Provenance of a run: software versions, device, world size, git commit, host."""
+"""Provenance of a run or a measurement: software versions, device, threads, world size,
+git commit, host."""
 from __future__ import annotations
 
 import datetime
@@ -50,13 +51,24 @@ def device_name(device: torch.device) -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} torch threads"
 
 
-def environment(device: torch.device, world_size: int) -> dict:
+def environment(device: torch.device | str, world_size: int = 1) -> dict:
+    """Where figures were computed, the one record every command writes (results.json of
+    train and eval, bench and explain reports).
+
+    device: the torch device the work ran on, as torch names it ("cpu", "cuda", "cuda:1");
+    pass the resolved device (`attncnn.engine.device.resolve_device`), never "auto".
+    world_size: processes of a distributed run (1 otherwise).
+    """
+    device = torch.device(device)
     commit, dirty = git_state()
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
         "device_name": device_name(device),
+        "cuda": torch.version.cuda,
+        "num_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "world_size": world_size,
         "git_commit": commit,
         "git_dirty": dirty,

@@ -97,3 +97,15 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def format_epoch(r: dict, epochs: int) -> str:
+    """The one line printed per epoch, from its history record."""
+    from attncnn.engine.metrics import percent
+
+    text = (f"epoch {r['epoch']}/{epochs}  lr {r['lr']:.4g}  train loss {r['train_loss']:.4f} "
+            f"acc {r['train_top1']:.2f}%")
+    if r["eval_top1"] is not None:
+        text += (f"  eval loss {r['eval_loss']:.4f} top1 {r['eval_top1']:.2f}% "
+                 f"top5 {percent(r['eval_top5'])}")
+    return text + f"  {r['epoch_time_s']:.1f}s {r['train_images_per_s']:.0f} img/s"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from attncnn.engine.step import make_infer_step
+
 
 TOP5 = 5
 
@@ -61,13 +63,6 @@ class ClassificationMeter:
         }
 
 
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[float]:
-    """Percent of rows whose label is among the top-k logits, for each k."""
-    top = logits.topk(min(max(ks), logits.shape[1]), 1).indices
-    hits = top == labels[:, None]
-    return [100.0 * hits[:, :k].any(1).float().mean().item() for k in ks]
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
              autocast_dtype: torch.dtype | None = None, reduce=None, flip: bool = False) -> dict:
@@ -80,13 +75,9 @@ def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, device)
-    device_type = torch.device(device).type
+    infer = make_infer_step(model, device, autocast_dtype, flip=flip)
     for x, y in batches:
-        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x)
-            if flip:
-                logits = (logits.float() + model(x.flip(3)).float()) / 2
-        meter.update(logits, y)
+        meter.update(infer(x), y)
     if reduce is not None:
         reduce(meter.state_tensors())
     model.train(was_training)

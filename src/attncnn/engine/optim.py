@@ -1,4 +1,4 @@
-"""The recipe's optimiser, learning-rate schedule and loss.
+"""The recipe's optimiser, learning-rate schedule and loss (the only SGD builder).
 
 The schedule is a pure function of the global step (`lr_at`), set on the optimiser before
 every step: there is no scheduler object whose state a checkpoint must carry, and a
@@ -28,10 +28,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool = False) -> torch.optim.SGD:
-    """SGD with momentum (optionally Nesterov); `fused` (CUDA) runs the update as one kernel."""
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    device: torch.device | str = "cpu") -> torch.optim.SGD:
+    """The one SGD of the project (training, `attncnn bench`, the time-to-accuracy
+    benchmark): momentum, optionally Nesterov, weight decay as `parameter_groups` says;
+    on CUDA the fused kernel (the whole update in one launch)."""
     groups = parameter_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
-    extra = {"fused": True} if fused else {}
+    extra = {"fused": True} if torch.device(device).type == "cuda" else {}
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay, **extra)
 

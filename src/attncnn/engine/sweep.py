@@ -25,7 +25,8 @@ from typing import Sequence
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import Config, config_to_dict, load_config
 from attncnn.engine.device import resolve_device
-from attncnn.engine.train import resume_config, run_name, train
+from attncnn.engine.run_dir import run_name
+from attncnn.engine.train import resume_config, train
 from attncnn.errors import AttncnnError
 
 # Keys that say where and how fast a run goes, not what it learns: a YAML that differs from
