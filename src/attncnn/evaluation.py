@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from attncnn.data.config import DataConfig
+from attncnn.engine.results import SCHEMA
 from attncnn.errors import AttncnnError
-
-SCHEMA = "attncnn.result/1"
 
 
 def eval_batches(cfg: DataConfig, split: str, mean, std, device):

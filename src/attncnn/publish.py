@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from attncnn.engine.results import SCHEMA
 from attncnn.errors import AttncnnError
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -37,7 +38,7 @@ def read_run(run_dir: str | Path) -> tuple[dict, Path]:
         record = json.loads(results.read_text())
     except (OSError, ValueError) as err:
         raise AttncnnError(f"{results} is not readable JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("schema") != "attncnn.result/1":
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise AttncnnError(f"{results} is not an attncnn results file")
     if not weights.is_file():
         raise AttncnnError(f"{run_dir} has no model.safetensors (the run wrote no weights)")

@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attncnn.engine.results import SCHEMA  # noqa: F401  (report re-exports it)
 from attncnn.errors import AttncnnError
-
-SCHEMA = "attncnn.result/1"
 
 
 _SETTING_KEYS = ("epochs", "batch_size", "schedule", "lr")  # Setting's own fields

@@ -11,22 +11,21 @@ strings), enough to rebuild and use the model without the training config:
      "attncnn_version": "0.1.0"}
 
 safetensors holds no code, so opening a file from a stranger runs nothing. Training
-checkpoints (`.pt`, with optimizer state) are pickles instead; `load_state_safely` opens
-them with `torch.load(weights_only=True)`, which refuses any pickle that would call code.
+checkpoints (`.pt`, with optimizer state) are pickles instead; `load_state_safely` (from
+attncnn.engine.checkpoint, re-exported here as docs/using-models.md names it) opens them
+with `torch.load(weights_only=True)`, which refuses any pickle that would call code.
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import re
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
 
 from attncnn.atomic import atomic_target
+from attncnn.engine.checkpoint import load_state_safely  # noqa: F401  (documented here)
 from attncnn.errors import AttncnnError
 
 FORMAT = "attncnn.weights/1"
@@ -217,27 +216,3 @@ def create_model_from_weights(path: str | Path, device: torch.device | str = "cp
         raise AttncnnError(f"{path}: {err}") from None
     load_weights(model, path)
     return model.eval().to(device), meta
-
-
-def load_state_safely(path: str | Path, map_location: torch.device | str = "cpu",
-                      allow: Iterable[type] = ()):
-    """`torch.load` a training checkpoint without ever running code from it.
-
-    weights_only=True lets the unpickler build only tensors and plain containers (plus the
-    types in `allow`); a pickle that would call anything else is refused with one
-    AttncnnError line instead of being executed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AttncnnError(f"checkpoint {path} not found")
-    try:
-        with torch.serialization.safe_globals(list(allow)):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message is a page of advice; keep its one line that names the culprit
-        why = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", str(err), re.M)
-        raise AttncnnError(f"{path}: refused to load: it holds objects other than tensors and "
-                           f"plain containers ({why.group(1) if why else _first_line(err)})") from None
-    except Exception as err:  # truncated zip, not a checkpoint at all, ...
-        raise AttncnnError(f"{path} is not a readable PyTorch checkpoint "
-                           f"({type(err).__name__}: {_first_line(err)})") from None

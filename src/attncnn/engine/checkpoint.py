@@ -15,8 +15,11 @@ Files in a run directory:
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -85,8 +88,6 @@ def save_best(state: dict, run_dir: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint file, loaded safely (weights_only=True), or a one-line AttncnnError."""
-    from attncnn.weights import load_state_safely  # torch.load(weights_only=True), one-line errors
-
     path = Path(path)
     if path.is_file():
         _check_crc(path)
@@ -94,6 +95,35 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AttncnnError(f"{path} is not an attncnn training checkpoint")
     return state
+
+
+def load_state_safely(path: str | Path, map_location: torch.device | str = "cpu",
+                      allow: Iterable[type] = ()):
+    """`torch.load` a training checkpoint without ever running code from it.
+
+    weights_only=True lets the unpickler build only tensors and plain containers (plus the
+    types in `allow`); a pickle that would call anything else is refused with one
+    AttncnnError line instead of being executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AttncnnError(f"checkpoint {path} not found")
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a page of advice; keep its one line that names the culprit
+        why = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", str(err), re.M)
+        raise AttncnnError(f"{path}: refused to load: it holds objects other than tensors and "
+                           f"plain containers ({why.group(1) if why else _first_line(err)})") from None
+    except Exception as err:  # truncated zip, not a checkpoint at all, ...
+        raise AttncnnError(f"{path} is not a readable PyTorch checkpoint "
+                           f"({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def _check_crc(path: Path) -> None:

@@ -110,6 +110,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
     root: the repository root that results' `published_weights` paths are relative to.
     Entries of other tags are kept; files of this tag's old entries are removed.
     """
+    from attncnn.engine.results import SCHEMA as RESULTS_SCHEMA
     from attncnn.weights import read_weights_metadata
 
     if not _TAG.match(tag):
@@ -123,7 +124,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise AttncnnError(f"{path}: not readable JSON ({err})") from None
-        if not isinstance(record, dict) or record.get("schema") != "attncnn.result/1":
+        if not isinstance(record, dict) or record.get("schema") != RESULTS_SCHEMA:
             continue                                  # bench / explain files beside results
         if record.get("status") != "finished" or not record.get("published_weights"):
             continue
