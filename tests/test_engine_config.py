@@ -141,6 +141,27 @@ def test_unknown_label_mode_or_split_is_refused_at_load_with_the_choices(overrid
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_each_section_validates_itself():
+    """The checks live on the sections: a DataConfig built in code (eval, benchmarks) is
+    checked by the same rule as one read from a file."""
+    from attncnn.data.config import DataConfig
+    from attncnn.engine.config import OptimConfig, RunConfig, ScheduleConfig
+
+    DataConfig().validate("x")
+    for section, message in [
+        (DataConfig(batch_size=0), "x: data.batch_size must be >= 1, got 0"),
+        (DataConfig(name="cifar10", eval_split="tset"), "x: data.eval_split must be one of "
+                                                        "train, test, val, got 'tset'; did you mean 'test'?"),
+        (DataConfig(seed=2**32), "x: data.seed must be in [0, 2**32)"),
+        (OptimConfig(lr=float("nan")), "x: optim.lr must be > 0 and finite"),
+        (ScheduleConfig(milestones=[150, 100]), "x: schedule.milestones must be increasing"),
+        (RunConfig(seed=-1), "x: run.seed must be in [0, 2**32)"),
+    ]:
+        with pytest.raises(AttncnnError) as err:
+            section.validate("x")
+        assert str(err.value).startswith(message)
+
+
 def test_train_subset_is_a_count_or_a_fraction():
     assert load_config(None, ["data.train_subset=5000"]).data.train_subset == 5000
     assert load_config(None, ["data.train_subset=0.1"]).data.train_subset == 0.1
