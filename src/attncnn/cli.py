@@ -15,13 +15,9 @@ COMMANDS = ("train", "sweep", "eval", "predict", "explain", "bench", "export", "
             "report", "models", "pretrained")
 
 
-def _available_commands():
+def _commands():
     for name in COMMANDS:
-        try:
-            yield name, importlib.import_module(f"attncnn.commands.{name.replace('-', '_')}")
-        except ModuleNotFoundError as err:  # a command not built yet in this checkout
-            if err.name != f"attncnn.commands.{name}":
-                raise
+        yield name, importlib.import_module(f"attncnn.commands.{name.replace('-', '_')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attncnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in _available_commands():
+    for name, module in _commands():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
