@@ -116,3 +116,23 @@ def test_git_state_outside_a_checkout_takes_the_stamped_commit(tmp_path, monkeyp
 
     if (Path(attncnn.__file__).resolve().parents[2] / ".git").exists():
         assert git_state()[0] != "abc1234"  # a real checkout wins over the stamp
+
+
+def test_the_training_loader_is_built_with_the_run_seed(tmp_path, monkeypatch, one_thread):  # noqa: F811
+    """data.seed + 1000 * run.seed orders and augments the batches, given when the loaders
+    are built (nothing re-seeds them afterwards), and results count the whole splits."""
+    import attncnn.engine.train as train_module
+    from attncnn.data.loader import train_seed
+
+    built = []
+    real = train_module.build_loaders
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "build_loaders", spy)
+    record = train(toy_config(tmp_path, schedule={"epochs": 1}, data={"seed": 3, "batch_size": 24},
+                              run={"seed": 2}), quiet=True)
+    assert built[0].train.seed == train_seed(3, 2) == 2003 and built[0].eval.seed == 3
+    assert (record["data"]["num_train"], record["data"]["num_eval"]) == (64, 24)  # not 2 x 24
