@@ -9,7 +9,7 @@ map's argmax and centre of mass from the box centre, measured three ways:
   centres on (index 4i for a stride-4 map, see below);
 - native, evenly tiled: cell i placed at the centre of the i-th block of 4 pixels (index
   4i + 1.5), the geometry of F.interpolate(align_corners=False);
-- upsampled: `attncnn.explain.attention_maps` as the command computes it.
+- upsampled: `attncnn.analysis.explain.attention_maps` as the command computes it.
 Coordinates are continuous: pixel p spans [p, p + 1); the box centre is ((x0 + x1) / 2, ...).
 
 Also: the share of images whose native peak lies below-right / above-left of the box centre;
@@ -26,12 +26,12 @@ import sys
 
 import torch
 
+from attncnn.analysis.explain import attention_maps
 from attncnn.data.config import DataConfig
 from attncnn.data.digits import _render
 from attncnn.data.sources import load_split
-from attncnn.explain import attention_maps
+from attncnn.inference.weights import create_model_from_weights
 from attncnn.models import create_model
-from attncnn.weights import create_model_from_weights
 
 BATCH = 250
 
@@ -117,7 +117,7 @@ def main(paths: list[str]) -> None:
         for label, maps, coord in [
             ("native, cell at its receptive-field centre", raw, stride * cells + 0.5),
             ("native, evenly tiled (align_corners=False)", raw, stride * cells + stride / 2),
-            ("upsampled by attncnn.explain", up, torch.arange(size).float() + 0.5),
+            ("upsampled by attncnn.analysis.explain", up, torch.arange(size).float() + 0.5),
         ]:
             py, px, my, mx = peak_and_mass_centre(maps, coord)
             for what, y, x in [("argmax", py, px), ("centre of mass", my, mx)]:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from attncnn.data.config import DataConfig
 from attncnn.data.sources import load_split
+from attncnn.inference.weights import save_weights
 from attncnn.models import create_model
-from attncnn.weights import save_weights
 
 BATCH = 64
 SEED = 0

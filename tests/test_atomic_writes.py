@@ -11,8 +11,8 @@ from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.results import write_json_atomic
 from attncnn.engine.run_dir import write_text_atomic
 from attncnn.errors import AttncnnError
+from attncnn.inference.weights import save_weights
 from attncnn.models import create_model
-from attncnn.weights import save_weights
 
 
 def save_tiny_weights(path):

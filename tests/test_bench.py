@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from attncnn.bench import SCHEMA, BenchSettings, PeakMemory, bench_models, format_table
+from attncnn.analysis.bench import SCHEMA, BenchSettings, PeakMemory, bench_models, format_table
 from attncnn.cli import main
 from attncnn.errors import AttncnnError
 

@@ -8,7 +8,7 @@ import pytest
 
 from attncnn.engine.config import load_config
 from attncnn.engine.train import train
-from attncnn.weights import create_model_from_weights
+from attncnn.inference.weights import create_model_from_weights
 from engine_toy import one_thread, one_torch_thread, toy_config  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ def test_bf16_autocast_is_the_amp_precision():
 def test_bench_times_the_training_step_that_train_runs():
     """One bench training step moves the weights exactly as the engine's step with the
     documented bench optimiser (SGD, Nesterov 0.9, weight decay 5e-4, lr 0.1)."""
-    from attncnn.bench import BenchSettings, _Subject
+    from attncnn.analysis.bench import BenchSettings, _Subject
 
     subject = _Subject("resnet20_cifar", BenchSettings(batch_size=4, image_size=8), torch.device("cpu"))
     model = copy.deepcopy(subject.model)

@@ -9,9 +9,9 @@ from PIL import Image
 from attncnn import AttncnnError
 from attncnn.cli import main
 from attncnn.data import ArrayDataset, DataConfig, register_source
-from attncnn.evaluation import evaluate_weights, plot_confusion
+from attncnn.inference.evaluation import evaluate_weights, plot_confusion
+from attncnn.inference.weights import save_weights
 from attncnn.models import create_model
-from attncnn.weights import save_weights
 
 CLASSES = ["left", "right", "none"]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

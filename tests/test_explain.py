@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attncnn.explain import (
+from attncnn.analysis.explain import (
     AttentionMap,
     Grid,
     LocalisationMeter,
@@ -294,7 +294,7 @@ def _boxes_source(cfg, split):
 @pytest.fixture
 def weights_files(tmp_path):
     from attncnn.data.sources import register_source
-    from attncnn.weights import save_weights
+    from attncnn.inference.weights import save_weights
 
     register_source("explain-test-boxes")(_boxes_source)
     paths = []

@@ -7,9 +7,9 @@ import torch
 
 from attncnn import AttncnnError
 from attncnn.cli import main
-from attncnn.export import check_export, export_weights, run_exported
+from attncnn.inference.export import check_export, export_weights, run_exported
+from attncnn.inference.weights import save_weights
 from attncnn.models import SpatialSoftmaxAttention, attention_modules, create_model
-from attncnn.weights import save_weights
 
 SIZE = (3, 16, 16)  # the CIFAR ResNets pool globally: a small input keeps export quick
 

@@ -10,8 +10,8 @@ from attncnn.cli import main
 from attncnn.data.config import DataConfig
 from attncnn.data.folder import load_folder
 from attncnn.data.image_input import ImageInput, open_rgb, resize_centre_crop
+from attncnn.inference.weights import save_weights
 from attncnn.models import create_model
-from attncnn.weights import save_weights
 
 CLASSES = ["a", "b", "c"]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -60,17 +60,17 @@ def weights_for(tmp_path, source, size=16):
 def model_inputs(monkeypatch, argv) -> torch.Tensor:
     """Every image the model of a command run saw, in order, each once: the first forward
     pass per batch (explain runs the model again on the same batch for its maps)."""
-    import attncnn.weights
+    import attncnn.inference.weights
 
     seen = []
-    create = attncnn.weights.create_model_from_weights
+    create = attncnn.inference.weights.create_model_from_weights
 
     def recording(*args, **kwargs):
         model, meta = create(*args, **kwargs)
         model.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].detach().clone()))
         return model, meta
 
-    monkeypatch.setattr(attncnn.weights, "create_model_from_weights", recording)
+    monkeypatch.setattr(attncnn.inference.weights, "create_model_from_weights", recording)
     assert main(argv) == 0
     batches = []
     for x in seen:

@@ -10,10 +10,10 @@ from PIL import Image
 
 from attncnn import AttncnnError
 from attncnn.cli import main
-from attncnn.models import create_model
 from attncnn.data.image_input import ImageInput
-from attncnn.predict import collect_images, predict_files
-from attncnn.weights import create_model_from_weights, save_weights
+from attncnn.inference.predict import collect_images, predict_files
+from attncnn.inference.weights import create_model_from_weights, save_weights
+from attncnn.models import create_model
 
 CLASSES = ["ant", "bee", "cow", "dog"]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -14,8 +14,8 @@ from PIL import Image
 import attncnn
 from attncnn import AttncnnError, create_model, list_pretrained
 from attncnn.cli import main
+from attncnn.inference.weights import create_model_from_weights, read_weights_metadata
 from attncnn.pretrained.shipped import BEGIN, END, read_index, render_table, ship
-from attncnn.weights import create_model_from_weights, read_weights_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))

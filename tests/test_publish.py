@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from attncnn import AttncnnError
+from attncnn.analysis.publish import publish_run
 from attncnn.cli import main
 from attncnn.engine.train import train
-from attncnn.publish import publish_run
-from attncnn.weights import read_weights_metadata
+from attncnn.inference.weights import read_weights_metadata
 from engine_toy import one_thread, toy_config  # noqa: F401  (fixture)
 
 
@@ -48,7 +48,7 @@ def test_publish_check_re_evaluates_the_published_copy(run_dir, tmp_path, one_th
 
 
 def test_published_names_tell_rows_of_one_model_apart():
-    from attncnn.publish import published_stem
+    from attncnn.analysis.publish import published_stem
 
     base = {"model": "attn_resnet20_cifar", "seed": 2, "data": {"source": "folder"}}
     assert published_stem(base) == "attn_resnet20_cifar-folder-s2"

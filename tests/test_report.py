@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attncnn.cli import main
-from attncnn.errors import AttncnnError
-from attncnn.report import (
+from attncnn.analysis.report import (
     BEGIN,
     END,
     build_tables,
@@ -21,7 +19,9 @@ from attncnn.report import (
     render_markdown,
     replace_readme_section,
 )
-from attncnn.report_stats import mean_minutes, paired_difference, t975, time_ratio
+from attncnn.analysis.report_stats import mean_minutes, paired_difference, t975, time_ratio
+from attncnn.cli import main
+from attncnn.errors import AttncnnError
 
 JPEG = "CIFAR-10 (JPEG q75 copy)"
 
@@ -64,7 +64,7 @@ def claims_file(tmp_path: Path, claims: list[dict]) -> Path:
     """The packaged layout with `claims` instead of the packaged list."""
     import yaml
 
-    from attncnn import report
+    from attncnn.analysis import report
 
     doc = yaml.safe_load(Path(report.__file__).with_name("paper_claims.yaml").read_text())
     doc["claims"] = claims

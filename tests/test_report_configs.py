@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from attncnn.analysis.report import load_paper
 from attncnn.engine.config import config_to_dict, load_config
 from attncnn.models import create_model, list_models
-from attncnn.report import load_paper
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))

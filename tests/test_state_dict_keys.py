@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from attncnn.inference.weights import read_weights_metadata
 from attncnn.models import create_model, list_models
-from attncnn.weights import read_weights_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(__file__).with_name("data") / "state_dict_keys.json"

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from attncnn import AttncnnError
-from attncnn.models import SpatialSoftmaxAttention, create_model
-from attncnn.weights import (
+from attncnn.inference.weights import (
     create_model_from_weights,
     load_state_safely,
     load_weights,
     read_weights_metadata,
     save_weights,
 )
+from attncnn.models import SpatialSoftmaxAttention, create_model
 
 CLASSES = ["cat", "dog", "emu"]
 MEAN, STD = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
@@ -218,10 +218,10 @@ def test_unreadable_checkpoint_fails_in_one_line(tmp_path, content):
 def test_the_documented_entry_points_import_from_the_package_itself():
     """The README names create_model_from_weights and attention_maps beside create_model."""
     import attncnn
-    import attncnn.explain
-    import attncnn.weights
+    import attncnn.analysis.explain
+    import attncnn.inference.weights
 
-    assert attncnn.create_model_from_weights is attncnn.weights.create_model_from_weights
-    assert attncnn.attention_maps is attncnn.explain.attention_maps
+    assert attncnn.create_model_from_weights is attncnn.inference.weights.create_model_from_weights
+    assert attncnn.attention_maps is attncnn.analysis.explain.attention_maps
     assert {"create_model_from_weights", "attention_maps"} <= set(attncnn.__all__)
     assert all(hasattr(attncnn, name) for name in attncnn.__all__)

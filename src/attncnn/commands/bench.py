@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from attncnn.bench import BenchSettings, bench_models, format_markdown, format_table
+    from attncnn.analysis.bench import BenchSettings, bench_models, format_markdown, format_table
     from attncnn.errors import AttncnnError
 
     for flag in ("batch_size", "steps", "windows"):

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from attncnn.engine.device import resolve_device
     from attncnn.engine.metrics import percent
     from attncnn.errors import AttncnnError
-    from attncnn.evaluation import evaluate_weights, per_class_table, write_outputs
+    from attncnn.inference.evaluation import evaluate_weights, per_class_table, write_outputs
 
     cfg = data_config(args)
     weights = Path(args.weights) if args.weights else Path(args.run) / "model.safetensors"

@@ -66,10 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from attncnn.analysis.explain import LocalisationMeter, attention_maps
     from attncnn.data.image_input import ImageInput
     from attncnn.engine.device import resolve_device
     from attncnn.errors import AttncnnError
-    from attncnn.explain import LocalisationMeter, attention_maps
 
     device = resolve_device(args.device, what="--device")
     models = _load_models(args, device)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                            "pred": torch.cat(preds).tolist()}
 
     if show:
-        from attncnn.explain_plot import save_grids
+        from attncnn.analysis.explain_plot import save_grids
 
         paths = save_grids(out, images[:show], [m["column"] for m in models],
                            None if labels is None else labels[:show].tolist(),
@@ -146,7 +146,7 @@ def _pick(maps, args):
 
 def _load_models(args, device) -> list[dict]:
     from attncnn.errors import AttncnnError
-    from attncnn.weights import create_model_from_weights
+    from attncnn.inference.weights import create_model_from_weights
 
     paths = list(args.weights)
     for run_dir in args.run:

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attncnn.errors import AttncnnError
-    from attncnn.export import check_export, export_weights
+    from attncnn.inference.export import check_export, export_weights
 
     out, model, meta = export_weights(args.weights, args.format, args.out, opset=args.opset,
                                       exporter=args.exporter)

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from attncnn.data.image_input import collect_images
     from attncnn.engine.device import resolve_device
     from attncnn.errors import AttncnnError
-    from attncnn.predict import Failure, predict_files
-    from attncnn.weights import create_model_from_weights
+    from attncnn.inference.predict import Failure, predict_files
+    from attncnn.inference.weights import create_model_from_weights
 
     if args.crop_ratio is not None and not 0 < args.crop_ratio <= 1:
         raise AttncnnError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attncnn.publish import publish_run
+    from attncnn.analysis.publish import publish_run
 
     for run_dir in args.runs:
         record = publish_run(run_dir, args.results, args.weights, dtype=args.dtype,

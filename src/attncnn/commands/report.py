@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from attncnn.report import generate
+    from attncnn.analysis.report import generate
 
     results = args.results
     if results is None:  # the default folder may not exist yet: then every cell says "no run"

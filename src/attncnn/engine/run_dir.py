@@ -5,7 +5,7 @@ checkpoints (engine/checkpoint.py) and results.json (engine/results.py).
         config.yaml        the resolved config (what --resume reads back)
         last.pt, ...       checkpoints
         metrics.jsonl      one line per epoch (engine/logger.py)
-        model.safetensors  the final weights (attncnn.weights)
+        model.safetensors  the final weights (attncnn.inference.weights)
         results.json       the results record
 """
 from __future__ import annotations
@@ -75,8 +75,9 @@ def trim_metrics(path: Path, epochs_done: int) -> None:
 
 
 def export_weights(run_dir: Path, net, loaders, summary: dict) -> str:
-    """The one place the final weights file is written (attncnn.weights owns the format)."""
-    from attncnn.weights import save_weights
+    """The one place the final weights file is written (attncnn.inference.weights owns the
+    format)."""
+    from attncnn.inference.weights import save_weights
 
     path = Path(run_dir) / WEIGHTS
     save_weights(path, net, classes=list(loaders.classes), mean=tuple(loaders.mean),

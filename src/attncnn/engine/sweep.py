@@ -168,7 +168,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def publish_stem_clashes(plan: Sequence[PlannedRun]) -> None:
     """Refuse, before anything runs, two runs that would publish to the same file name."""
-    from attncnn.publish import published_stem
+    from attncnn.analysis.publish import published_stem
 
     seen = {}
     for run in plan:
@@ -241,7 +241,7 @@ def _train(run: PlannedRun, quiet: bool) -> tuple[dict, float]:
 
 def _publish(run: PlannedRun, results_dir, weights_dir) -> str:
     """Publish a finished run (re-checking the published weights), unless already done."""
-    from attncnn.publish import publish_run, published_stem, read_run
+    from attncnn.analysis.publish import publish_run, published_stem, read_run
 
     record, _ = read_run(run.run_dir)
     stem = published_stem(record)

@@ -94,7 +94,7 @@ class Backbone(nn.Module):
 
     Subclasses define `forward_features` (x [B, C, H, W] -> feature maps
     [B, num_features, h, w]) and `fc`; the head pools globally (`global_pool`: "avg" or
-    "max") and applies `fc`. Grad-CAM (attncnn.explain) differentiates the head with
+    "max") and applies `fc`. Grad-CAM (attncnn.analysis.explain) differentiates the head with
     respect to the features.
     """
 

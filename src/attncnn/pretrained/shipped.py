@@ -111,7 +111,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
     Entries of other tags are kept; files of this tag's old entries are removed.
     """
     from attncnn.engine.results import SCHEMA as RESULTS_SCHEMA
-    from attncnn.weights import read_weights_metadata
+    from attncnn.inference.weights import read_weights_metadata
 
     if not _TAG.match(tag):
         raise AttncnnError(f"tag {tag!r}: use lower-case letters, digits, - and _ "

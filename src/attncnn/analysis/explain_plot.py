@@ -1,10 +1,10 @@
 """PNG grids of attention maps over their images (matplotlib, Agg backend: no display needed).
 
 One row per image: the input (with the object's box, where known), then each model's maps
-as heat-map overlays. Maps are the distributions of `attncnn.explain`, drawn as multiples of
-the uniform value (1 = attention spread evenly, 4 = four times the even share) on one colour
-scale shared by the whole picture (square-root spaced), so cells can be compared by colour
-alone. The image is shown in colour once, then in grey under each map; "+" marks the peak.
+as heat-map overlays. Maps are the distributions of `attncnn.analysis.explain`, drawn as
+multiples of the uniform value (1 = attention spread evenly, 4 = four times the even share)
+on one colour scale shared by the whole picture (square-root spaced), so cells can be
+compared by colour alone. The image is shown in colour once, then in grey under each map; "+" marks the peak.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from attncnn.explain import box_masks
+from attncnn.analysis.explain import box_masks
 
 CELL_INCHES = 1.55
 DPI = 100

@@ -1,7 +1,7 @@
 """The report's outputs: Markdown (README section and report.md), CSV, accuracy plots.
 
-Renders the `Table`s that `attncnn.report.build_tables` builds; no statistics are computed
-here beyond formatting (those live in `report_stats`, the tables in `report`).
+Renders the `Table`s that `attncnn.analysis.report.build_tables` builds; no statistics are
+computed here beyond formatting (those live in `report_stats`, the tables in `report`).
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from attncnn.analysis.report_stats import signed
 from attncnn.errors import AttncnnError
-from attncnn.report_stats import signed
 
 if TYPE_CHECKING:
-    from attncnn.report import Comparison, Group, Table
+    from attncnn.analysis.report import Comparison, Group, Table
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

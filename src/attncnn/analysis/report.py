@@ -12,7 +12,7 @@ it with a 95% t-interval and a verdict, and the wall time per run against the ba
 
 The module is split: `report_runs` (results files -> runs), `report_stats` (paired
 differences, t-intervals, wall time), `report_render` (Markdown, CSV, README, plots); the
-names below are re-exported so `from attncnn.report import ...` keeps working.
+names below are re-exported so `from attncnn.analysis.report import ...` keeps working.
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from attncnn.errors import AttncnnError
-from attncnn.report_render import (  # noqa: F401  (re-exported)
+from attncnn.analysis.report_render import (  # noqa: F401  (re-exported)
     BEGIN,
     CSV_FIELDS,
     END,
@@ -34,7 +33,7 @@ from attncnn.report_render import (  # noqa: F401  (re-exported)
     replace_readme_section,
     write_csv,
 )
-from attncnn.report_runs import (  # noqa: F401  (re-exported)
+from attncnn.analysis.report_runs import (  # noqa: F401  (re-exported)
     SCHEMA,
     Run,
     Setting,
@@ -43,7 +42,8 @@ from attncnn.report_runs import (  # noqa: F401  (re-exported)
     parse_run,
     slug,
 )
-from attncnn.report_stats import PairedDiff, mean_minutes, paired_difference, time_ratio
+from attncnn.analysis.report_stats import PairedDiff, mean_minutes, paired_difference, time_ratio
+from attncnn.errors import AttncnnError
 
 
 # ---------------------------------------------------------------- claims and layout
@@ -63,7 +63,7 @@ class Claim:
 def load_paper(path: str | Path | None = None) -> dict:
     """The table layout and claims: the packaged paper_claims.yaml, or another file."""
     if path is None:
-        text = resources.files("attncnn").joinpath("paper_claims.yaml").read_text()
+        text = resources.files("attncnn.analysis").joinpath("paper_claims.yaml").read_text()
     else:
         try:
             text = Path(path).read_text()

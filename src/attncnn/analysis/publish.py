@@ -66,7 +66,7 @@ def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str |
     overwritten unless `overwrite`; re-publishing the same run replaces its files.
     """
     from attncnn.engine.results import write_json_atomic
-    from attncnn.weights import create_model_from_weights, save_weights
+    from attncnn.inference.weights import create_model_from_weights, save_weights
 
     if dtype not in DTYPES:
         raise AttncnnError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
@@ -98,7 +98,7 @@ def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str |
 def check_published(weights_path: Path, run_dir: str | Path, record: dict, device: str) -> dict:
     """Top-1 of the published weights on the run's eval split, beside the run's own."""
     from attncnn.engine.config import load_config
-    from attncnn.evaluation import evaluate_weights
+    from attncnn.inference.evaluation import evaluate_weights
 
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():

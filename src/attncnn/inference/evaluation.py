@@ -104,8 +104,8 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
     """
     from attncnn.engine.environment import environment, utc_now
     from attncnn.engine.metrics import evaluate
+    from attncnn.inference.weights import create_model_from_weights
     from attncnn.models import count_params
-    from attncnn.weights import create_model_from_weights
 
     split = split or cfg.eval_split
     started, t0 = utc_now(), time.perf_counter()

@@ -1,10 +1,11 @@
 """Export a weights file to ONNX or TorchScript, with a dynamic batch size, and check it.
 
 The exported graph maps `images` float [B, 3, H, W] (already resized, cropped and
-normalised with the mean/std stored beside it; see attncnn.predict.prepare_image) to
-`logits` float [B, num_classes]. B is free; H, W are the input size in the weights.
-The weights metadata (model, classes, mean, std, input size) travels inside the file:
-ONNX `metadata_props["attncnn"]`, TorchScript extra file "attncnn.json".
+normalised with the mean/std stored beside it, as `ImageInput.for_weights(meta).prepare`
+in attncnn.data.image_input prepares them) to `logits` float [B, num_classes]. B is
+free; H, W are the input size in the weights. The weights metadata (model, classes, mean,
+std, input size) travels inside the file: ONNX `metadata_props["attncnn"]`, TorchScript
+extra file "attncnn.json".
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`) by default: on the models
 here it exports in a couple of seconds to one self-contained file, where the torch.export
@@ -136,7 +137,7 @@ def export_weights(weights: str | Path, fmt: str, out: str | Path | None = None,
     `out` defaults to `default_output(weights, fmt)`: a file in the current directory,
     never beside the weights (which may sit in the repository, e.g. results/weights/).
     """
-    from attncnn.weights import create_model_from_weights
+    from attncnn.inference.weights import create_model_from_weights
 
     if fmt not in FORMATS:
         raise AttncnnError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")

@@ -1,7 +1,7 @@
 """The report's statistics: seed-paired differences against a baseline row, with a 95%
 Student-t interval and a verdict in plain words, and wall time per run.
 
-Pure functions on numbers (no torch, no scipy): `attncnn.report` calls them per table.
+Pure functions on numbers (no torch, no scipy): `attncnn.analysis.report` calls them per table.
 """
 from __future__ import annotations
 
