@@ -24,8 +24,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from attncnn.atomic import atomic_target
 from attncnn.errors import AttncnnError
+from attncnn.files import atomic_target
 
 FORMAT = "attncnn.checkpoint/1"
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"

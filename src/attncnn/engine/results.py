@@ -5,8 +5,8 @@ import json
 import os
 from pathlib import Path
 
-from attncnn.atomic import atomic_target
 from attncnn.engine.config import Config, config_to_dict
+from attncnn.files import atomic_target
 
 SCHEMA = "attncnn.result/1"
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from attncnn.atomic import atomic_target
 from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import Config
 from attncnn.errors import AttncnnError
+from attncnn.files import atomic_target
 
 RUN_FILES = ("config.yaml", ckpt.LAST, ckpt.PREVIOUS, "results.json")  # any: a run is there
 WEIGHTS = "model.safetensors"

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attncnn.atomic import atomic_target
 from attncnn.engine.checkpoint import load_state_safely  # noqa: F401  (documented here)
 from attncnn.errors import AttncnnError
+from attncnn.files import atomic_target
 
 FORMAT = "attncnn.weights/1"
 METADATA_KEY = "attncnn"

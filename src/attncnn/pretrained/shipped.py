@@ -192,7 +192,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
         if e["file"] not in new_files:
             (dest / e["file"]).unlink(missing_ok=True)
     index["weights"] = sorted(kept + entries, key=lambda e: (e["tag"], e["model"]))
-    from attncnn.atomic import atomic_target
+    from attncnn.files import atomic_target
 
     with atomic_target(dest / INDEX) as tmp:
         tmp.write_text(json.dumps(index, indent=2) + "\n")
