@@ -27,7 +27,7 @@ from attncnn.data.config import DataConfig
 from attncnn.data.dataset import ArrayDataset
 from attncnn.data.decode import decode_many, image_suffixes
 from attncnn.data.sources import register_source
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -104,8 +104,7 @@ def _scan_tar(path: Path, split: str) -> tuple[list[str], list[tuple[str, bytes,
                             files.append((member.name, tar.extractfile(member).read()))
                         break
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise AttncnnError(f"{path}: archive is truncated or corrupt ({reason})") from None
+        raise AttncnnError(f"{path}: archive is truncated or corrupt ({first_line(err)})") from None
     if not found:
         tops = ", ".join(sorted(seen_top)[:10]) or "nothing"
         raise AttncnnError(f"{path}: no split folder {split!r} in the archive (found: {tops}); "

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm"}
@@ -106,9 +106,7 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 def unreadable(path, err: BaseException) -> AttncnnError:
     """The one-line error for a file PIL could not read."""
-    text = str(err).strip()
-    reason = text.splitlines()[0] if text else type(err).__name__
-    reason = reason.replace(f" '{path}'", "")  # PIL repeats the file name
+    reason = first_line(err).replace(f" '{path}'", "")  # PIL repeats the file name
     return AttncnnError(f"{path}: not a readable image ({reason})")
 
 

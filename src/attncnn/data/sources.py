@@ -12,7 +12,6 @@ folder-like sources, whose splits are folder names, do not.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -21,7 +20,7 @@ import torch
 from attncnn.data.config import DataConfig
 from attncnn.data.dataset import ArrayDataset
 from attncnn.data.loader import BatchLoader, DeviceLoader, train_seed
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, did_you_mean
 
 
 class _Source(NamedTuple):
@@ -48,9 +47,8 @@ def source_names() -> list[str]:
 def _get_source(name: str) -> _Source:
     _import_builtin_sources()
     if name not in _SOURCES:
-        close = difflib.get_close_matches(name, _SOURCES, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise AttncnnError(f"unknown data set {name!r}{hint} (known: {', '.join(sorted(_SOURCES))})")
+        raise AttncnnError(f"unknown data set {name!r}{did_you_mean(name, _SOURCES, n=3)} "
+                           f"(known: {', '.join(sorted(_SOURCES))})")
     return _SOURCES[name]
 
 

@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 from attncnn.files import atomic_target
 
 FORMAT = "attncnn.checkpoint/1"
@@ -115,15 +115,10 @@ def load_state_safely(path: str | Path, map_location: torch.device | str = "cpu"
         # torch's message is a page of advice; keep its one line that names the culprit
         why = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", str(err), re.M)
         raise AttncnnError(f"{path}: refused to load: it holds objects other than tensors and "
-                           f"plain containers ({why.group(1) if why else _first_line(err)})") from None
+                           f"plain containers ({why.group(1) if why else first_line(err)})") from None
     except Exception as err:  # truncated zip, not a checkpoint at all, ...
         raise AttncnnError(f"{path} is not a readable PyTorch checkpoint "
-                           f"({type(err).__name__}: {_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+                           f"({type(err).__name__}: {first_line(err)})") from None
 
 
 def _check_crc(path: Path) -> None:
@@ -137,8 +132,8 @@ def _check_crc(path: Path) -> None:
     except OSError as err:
         raise AttncnnError(f"cannot read {path}: {err.strerror or err}") from None
     except Exception as err:  # zipfile raises many types for damaged headers
-        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AttncnnError(f"{path} is truncated, damaged or not a checkpoint ({why})") from None
+        raise AttncnnError(f"{path} is truncated, damaged or not a checkpoint "
+                           f"({first_line(err)})") from None
     if bad is not None:
         raise AttncnnError(f"{path} is damaged: record {bad} fails its CRC check")
 

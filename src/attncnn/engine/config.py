@@ -25,7 +25,7 @@ import yaml
 from attncnn.data.config import DataConfig
 from attncnn.engine.config_yaml import (anchor_data_root, apply_override, check_keys, check_type,
                                         data_root, load_yaml_with_base, plain)
-from attncnn.errors import AttncnnError, check_choice
+from attncnn.errors import AttncnnError, check_choice, first_line
 
 AUTO = "auto"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -60,9 +60,8 @@ class ModelConfig:
         except AttncnnError as err:
             raise AttncnnError(f"{source}: model.args: {err}") from None
         except Exception as err:  # a builder's own failure on a strange value: still one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AttncnnError(f"{source}: model.args do not build {self.name} "
-                               f"({type(err).__name__}: {first})") from None
+                               f"({type(err).__name__}: {first_line(err)})") from None
 
 
 @dataclass

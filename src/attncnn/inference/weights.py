@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attncnn.engine.checkpoint import load_state_safely  # noqa: F401  (documented here)
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 from attncnn.files import atomic_target
 
 FORMAT = "attncnn.weights/1"
@@ -41,11 +41,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def save_weights(path: str | Path, model: nn.Module, *, classes: list[str], mean, std,
@@ -129,7 +124,7 @@ def read_weights_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except Exception as err:  # safetensors raises its own error types for bad headers
-        raise AttncnnError(f"{path} is not a readable safetensors file ({_first_line(err)})") from None
+        raise AttncnnError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
     if raw is None:
         raise AttncnnError(f"{path} has no attncnn metadata (not written by attncnn's save_weights)")
     try:
@@ -187,7 +182,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
     try:
         state = load_file(str(path), device="cpu")
     except Exception as err:
-        raise AttncnnError(f"{path}: cannot read its tensors ({_first_line(err)})") from None
+        raise AttncnnError(f"{path}: cannot read its tensors ({first_line(err)})") from None
     own = target.state_dict()
     problem = _describe_mismatch(own, state)
     if problem:

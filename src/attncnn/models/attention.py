@@ -19,7 +19,6 @@ Kinds:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 from typing import Iterator
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, did_you_mean
 
 
 class AttentionTap(nn.Identity):
@@ -189,17 +188,13 @@ def make_attention(kind: str | None, channels: int, **opts) -> nn.Module:
         cls = ATTENTION_KINDS[kind]
     except (KeyError, TypeError):  # TypeError: an unhashable kind, e.g. a list
         known = ["none", *ATTENTION_KINDS]
-        close = difflib.get_close_matches(str(kind), known, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise AttncnnError(f"unknown attention kind {kind!r}; {hint}(known kinds: "
-                           f"{', '.join(known)})") from None
+        raise AttncnnError(f"unknown attention kind {kind!r}{did_you_mean(kind, known)} "
+                           f"(known kinds: {', '.join(known)})") from None
     options = [n for n in inspect.signature(cls).parameters if n != "channels"]
     for key in opts:
         if key not in options:
-            close = difflib.get_close_matches(str(key), options, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise AttncnnError(f"attention {kind!r}: unknown option {key!r}{hint} "
-                               f"(options: {', '.join(options)})")
+            raise AttncnnError(f"attention {kind!r}: unknown option {key!r}"
+                               f"{did_you_mean(key, options)} (options: {', '.join(options)})")
     try:
         return cls(channels, **opts)
     except TypeError as err:

@@ -2,13 +2,12 @@
 initialisation and the `Backbone` base class (forward = forward_head(forward_features))."""
 from __future__ import annotations
 
-import difflib
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, did_you_mean
 from attncnn.models.attention import make_attention
 
 PLACEMENTS = ("block", "stage", "end")
@@ -41,11 +40,9 @@ def units_per_stage(owner: str, depth: int, extra: int, examples: str) -> int:
 
 def check_placement(placement: str) -> str:
     if placement not in PLACEMENTS:
-        close = difflib.get_close_matches(str(placement), PLACEMENTS, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise AttncnnError(
-            f"unknown attention_placement {placement!r}{hint} (choose one of "
-            f"{', '.join(PLACEMENTS)})"
+            f"unknown attention_placement {placement!r}{did_you_mean(placement, PLACEMENTS)} "
+            f"(choose one of {', '.join(PLACEMENTS)})"
         )
     return placement
 

@@ -7,7 +7,6 @@ values), so a weights file can rebuild it without the training config.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Callable
 
 from torch import nn
 
-from attncnn.errors import AttncnnError, UnknownModelError
+from attncnn.errors import AttncnnError, UnknownModelError, did_you_mean
 from attncnn.models.common import check_sizes
 from attncnn.models.densenet import DenseNetBC
 from attncnn.models.resnet import CifarResNet, ResNet
@@ -53,8 +52,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `attncnn models`"
+        hint = did_you_mean(name, _REGISTRY, n=3) or "; see `attncnn models`"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
@@ -114,9 +112,7 @@ def _check_argument_names(name: str, builder, args: dict) -> None:
     known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for key in args:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise AttncnnError(f"{name}: bad model argument {key!r}{hint} "
+            raise AttncnnError(f"{name}: bad model argument {key!r}{did_you_mean(key, known)} "
                                f"(it takes {', '.join(known)})")
 
 

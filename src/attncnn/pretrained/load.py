@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # torchvision's and timm's ResNet normalisation
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,11 +83,6 @@ def _is_torchvision_style(state: dict) -> bool:
 
 
 # ------------------------------------------------------------------ reading files
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(tensors by name, attncnn metadata or None) of a local weights file.
 
@@ -112,7 +107,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
             state = load_file(str(path), device="cpu")
         except Exception as err:  # safetensors' own error types for bad headers
             raise AttncnnError(f"{path} is not a readable safetensors file "
-                               f"({_first_line(err)})") from None
+                               f"({first_line(err)})") from None
         if has_meta:
             meta = read_weights_metadata(path)
     else:
