@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from attncnn.inference.weights import read_weights_metadata
-from attncnn.models import create_model, list_models
+from attncnn.models import ATTENTION_KINDS, create_model, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(__file__).with_name("data") / "state_dict_keys.json"
@@ -28,8 +28,9 @@ PUBLISHED = sorted(ROOT.glob("results/weights/*.safetensors")) + sorted(
 def configurations() -> dict[str, tuple[str, dict]]:
     """{label: (model name, create_model arguments)}."""
     configs = {name: (name, {}) for name in list_models()}
+    prefixes = tuple(kind.prefix for kind in ATTENTION_KINDS.values())
     for name in list_models():
-        if name.startswith(("se_", "cbam_", "attn_")):
+        if name.startswith(prefixes):
             for placement in ("block", "stage", "end"):
                 configs[f"{name}?attention_placement={placement}"] = (
                     name, {"attention_placement": placement})

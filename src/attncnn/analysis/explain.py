@@ -43,10 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from attncnn.errors import AttncnnError
-from attncnn.models.attention import CBAM, SpatialSoftmaxAttention, record_attention
+from attncnn.models.attention import record_attention
+from attncnn.models.attention_kinds import ATTENTION_KINDS
 
 # Modules whose recorded maps are spatial ([B, M, H, W] with H, W > 1), and their kind names.
-SPATIAL_KINDS = {SpatialSoftmaxAttention: "softmax", CBAM: "cbam"}
+SPATIAL_KINDS = {kind.module: name for name, kind in ATTENTION_KINDS.items()
+                 if kind.module.spatial_maps}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Attention modules, built through one factory: `make_attention(kind, channels, **opts)`.
+"""Attention modules (built by name through `make_attention`, attncnn.models.attention_kinds).
 
 Every module maps x [B, C, H, W] to a tensor of the same shape, and keeps no state between
 forward passes. The attention it applies passes through its `tap` (an identity submodule
@@ -10,7 +10,7 @@ with no parameters), where forward hooks read it, so `explain` needs no second f
 The hooks are removed on leaving the block; outside it a forward pass is a plain one
 (nothing to switch off before exporting or compiling).
 
-Kinds:
+The built-in kinds (named in `attention_kinds.ATTENTION_KINDS`):
 - "softmax": the paper's module (`SpatialSoftmaxAttention`).
 - "se": squeeze-and-excitation, channel attention from global average pooling (Hu 2018).
 - "cbam": channel then spatial attention (Woo 2018).
@@ -19,14 +19,13 @@ Kinds:
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attncnn.errors import AttncnnError, did_you_mean
+from attncnn.errors import AttncnnError
 
 
 class AttentionTap(nn.Identity):
@@ -36,7 +35,11 @@ class AttentionTap(nn.Identity):
 
 class AttentionModule(nn.Module):
     """Base of the attention modules: `tap`, through which forward() passes the attention
-    it applies (the tensor documented as the module's maps)."""
+    it applies (the tensor documented as the module's maps). `spatial_maps`: whether those
+    are maps over positions [B, M, h, w], which `explain` draws and scores, rather than
+    per-channel gates [B, C, 1, 1]."""
+
+    spatial_maps = False
 
     def __init__(self):
         super().__init__()
@@ -68,6 +71,8 @@ class SpatialSoftmaxAttention(AttentionModule):
     the network stops learning (measured: ResNet-8 with stage attention stayed at chance on
     the digits data, and learned once bounded). None switches the clamp off.
     """
+
+    spatial_maps = True
 
     def __init__(
         self,
@@ -150,6 +155,8 @@ class CBAM(AttentionModule):
     sigmoid [B, 1, H, W]. The maps (`tap`) are the spatial map [B, 1, H, W].
     """
 
+    spatial_maps = True
+
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__()
         if reduction < 1:
@@ -171,34 +178,6 @@ class CBAM(AttentionModule):
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
         s = self.tap(torch.sigmoid(self.spatial(pooled)))
         return x * s
-
-
-ATTENTION_KINDS = {
-    "softmax": SpatialSoftmaxAttention,
-    "se": SqueezeExcite,
-    "cbam": CBAM,
-}
-
-
-def make_attention(kind: str | None, channels: int, **opts) -> nn.Module:
-    """Build the attention module `kind` for `channels` feature maps; None -> nn.Identity."""
-    if kind is None or kind == "none":
-        return nn.Identity()
-    try:
-        cls = ATTENTION_KINDS[kind]
-    except (KeyError, TypeError):  # TypeError: an unhashable kind, e.g. a list
-        known = ["none", *ATTENTION_KINDS]
-        raise AttncnnError(f"unknown attention kind {kind!r}{did_you_mean(kind, known)} "
-                           f"(known kinds: {', '.join(known)})") from None
-    options = [n for n in inspect.signature(cls).parameters if n != "channels"]
-    for key in opts:
-        if key not in options:
-            raise AttncnnError(f"attention {kind!r}: unknown option {key!r}"
-                               f"{did_you_mean(key, options)} (options: {', '.join(options)})")
-    try:
-        return cls(channels, **opts)
-    except TypeError as err:
-        raise AttncnnError(f"attention {kind!r}: bad option ({err})") from None
 
 
 def attention_modules(model: nn.Module) -> Iterator[tuple[str, AttentionModule]]:

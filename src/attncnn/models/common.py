@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from attncnn.errors import AttncnnError, did_you_mean
-from attncnn.models.attention import make_attention
+from attncnn.models.attention_kinds import make_attention
 
 PLACEMENTS = ("block", "stage", "end")
 

@@ -1,7 +1,9 @@
 """Model registry: every named model of the paper's tables, built by `create_model`.
 
-Names follow `<attention>_<backbone>`: no prefix (no attention), `se_`, `cbam_` and
-`attn_` (the paper's spatial softmax attention), e.g. `attn_resnet110_cifar`.
+Names follow `<attention>_<backbone>`: no prefix (no attention), then one prefix per
+attention kind (`attention_kinds.ATTENTION_KINDS`: `attn_` for the paper's spatial softmax
+attention, `se_`, `cbam_`), e.g. `attn_resnet110_cifar`. A backbone is one
+`_register_family` line at the end of this file.
 A model built here remembers how: `model.model_name` and `model.model_args` (plain JSON
 values), so a weights file can rebuild it without the training config.
 """
@@ -15,6 +17,7 @@ from typing import Callable
 from torch import nn
 
 from attncnn.errors import AttncnnError, UnknownModelError, did_you_mean
+from attncnn.models.attention_kinds import ATTENTION_KINDS
 from attncnn.models.common import check_sizes
 from attncnn.models.densenet import DenseNetBC
 from attncnn.models.resnet import CifarResNet, ResNet
@@ -116,17 +119,16 @@ def _check_argument_names(name: str, builder, args: dict) -> None:
                                f"(it takes {', '.join(known)})")
 
 
-ATTENTION_PREFIXES = {"": None, "se_": "se", "cbam_": "cbam", "attn_": "softmax"}
-# The paper puts its attention "after convolutional stages"; SE and CBAM sit in every block.
-DEFAULT_PLACEMENT = {None: "block", "se": "block", "cbam": "block", "softmax": "stage"}
-
-
 def _register_family(backbone: str, builder, family: str, input_size, **defaults) -> None:
-    for prefix, kind in ATTENTION_PREFIXES.items():
-        register(f"{prefix}{backbone}", builder, input_size=input_size, family=family,
-                 attention=kind, attention_placement=DEFAULT_PLACEMENT[kind], **defaults)
+    """`backbone` without attention, and `<prefix><backbone>` for every attention kind."""
+    register(backbone, builder, input_size=input_size, family=family, attention=None,
+             attention_placement="block", **defaults)
+    for kind, spec in ATTENTION_KINDS.items():
+        register(f"{spec.prefix}{backbone}", builder, input_size=input_size, family=family,
+                 attention=kind, attention_placement=spec.placement, **defaults)
 
 
+# The backbones: one `_register_family` line (or loop) each.
 for _depth in (20, 32, 44, 56, 110):
     _register_family(f"resnet{_depth}_cifar", CifarResNet, "cifar-resnet", (3, 32, 32),
                      depth=_depth, num_classes=10)
