@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from attncnn import AttncnnError
+from attncnn.engine.checkpoint import load_state_safely
 from attncnn.inference.weights import (
     create_model_from_weights,
-    load_state_safely,
     load_weights,
     read_weights_metadata,
     save_weights,

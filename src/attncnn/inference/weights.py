@@ -11,9 +11,9 @@ strings), enough to rebuild and use the model without the training config:
      "attncnn_version": "0.1.0"}
 
 safetensors holds no code, so opening a file from a stranger runs nothing. Training
-checkpoints (`.pt`, with optimizer state) are pickles instead; `load_state_safely` (from
-attncnn.engine.checkpoint, re-exported here as docs/using-models.md names it) opens them
-with `torch.load(weights_only=True)`, which refuses any pickle that would call code.
+checkpoints (`.pt`, with optimizer state) are pickles instead;
+`attncnn.engine.checkpoint.load_state_safely` opens them with `torch.load(weights_only=True)`,
+which refuses any pickle that would call code.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attncnn.engine.checkpoint import load_state_safely  # noqa: F401  (documented here)
 from attncnn.errors import AttncnnError, first_line
 from attncnn.files import atomic_target
 

@@ -91,7 +91,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     a pickle that would run code; a {"state_dict": ...} or {"model": ...} wrapper and
     "module." / "_orig_mod." prefixes are looked through.
     """
-    from attncnn.inference.weights import METADATA_KEY, load_state_safely, read_weights_metadata
+    from attncnn.engine.checkpoint import load_state_safely
+    from attncnn.inference.weights import METADATA_KEY, read_weights_metadata
 
     path = Path(path)
     if not path.is_file():
