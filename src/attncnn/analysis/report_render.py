@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attncnn.analysis.report_stats import signed
-from attncnn.errors import AttncnnError
+from attncnn.files import replace_marked_section
 
 if TYPE_CHECKING:
     from attncnn.analysis.report import Comparison, Group, Table
@@ -194,15 +194,7 @@ def _comparison_fields(c: Comparison | None, baseline: str | None) -> dict:
 
 def replace_readme_section(readme: str | Path, markdown: str) -> None:
     """Put `markdown` between the README's results markers, keeping everything else."""
-    path = Path(readme)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise AttncnnError(f"README {path}: {err.strerror}") from None
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0 or end < start:
-        raise AttncnnError(f"{path} lacks the markers {BEGIN} ... {END} (in that order)")
-    path.write_text(text[: start + len(BEGIN)] + "\n" + markdown.rstrip() + "\n" + text[end:])
+    replace_marked_section(readme, BEGIN, END, markdown)
 
 
 # ---------------------------------------------------------------- plots

@@ -9,7 +9,6 @@ trained with), and the weights' class names must equal the data's, in order.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from attncnn.data.config import DataConfig
 from attncnn.engine.results import SCHEMA
 from attncnn.errors import AttncnnError
+from attncnn.files import sha256_file
 
 
 def eval_batches(cfg: DataConfig, split: str, mean, std, device):
@@ -83,14 +83,6 @@ def data_name_from_weights(cfg: DataConfig, name: str, meta: dict) -> str | None
     return trained if same else None
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = None,
                      device: torch.device | str = "cpu", flip: bool | None = None) -> dict:
     """Evaluate `weights` on `split` (default cfg.eval_split) of `cfg`: a results record.
@@ -134,7 +126,7 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
         "model_args": meta["model_args"],
         "params": count_params(model),
         "weights": str(weights),
-        "weights_sha256": sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "data": {"source": cfg.name, "name": name, "root": cfg.root, "split": split,
                  "num_eval": count, "classes": classes, "eval_flip": flip},
         "final": summary,

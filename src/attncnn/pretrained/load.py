@@ -18,7 +18,6 @@ containers (`torch.load(weights_only=True)`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from attncnn.errors import AttncnnError, first_line
+from attncnn.files import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # torchvision's and timm's ResNet normalisation
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -208,14 +208,6 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
             "attention_at_init": len(at_init)}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class PretrainedSource:
     """What `create_model(..., pretrained=X)` resolved X to: a shipped entry or a file."""
@@ -270,7 +262,7 @@ class PretrainedSource:
             if not self.path.is_file():
                 raise AttncnnError(f"{label}: shipped file {self.path} is missing; "
                                    f"reinstall attncnn")
-            if _sha256(self.path) != self.entry["sha256"]:
+            if sha256_file(self.path) != self.entry["sha256"]:
                 raise AttncnnError(f"{label}: shipped file {self.path} does not match its "
                                    f"checksum in the index (damaged); reinstall attncnn")
         state, meta = read_state_dict(self.path)

@@ -15,7 +15,6 @@ is an optimistic figure.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import re
 import shutil
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from attncnn.errors import AttncnnError
+from attncnn.files import atomic_target, replace_marked_section, sha256_file
 
 FORMAT = "attncnn.pretrained/1"
 INDEX = "index.json"
@@ -88,10 +88,6 @@ def _results_files(patterns: list[str]) -> list[Path]:
     if not files:
         raise AttncnnError(f"no results files in {' '.join(patterns)}")
     return files
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _published_top1(record: dict) -> float:
@@ -170,7 +166,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
             "num_eval": data.get("num_eval"), "epochs": record.get("epochs_completed"),
             "results": results_rel, "commit": (env.get("git_commit") or "")[:7] or None,
             "weights_from": Path(record["published_weights"]).as_posix(),
-            "sha256": _sha256(weights), "bytes": weights.stat().st_size,
+            "sha256": sha256_file(weights), "bytes": weights.stat().st_size,
             "_source": weights,
         })
     if len(data_names) > 1:
@@ -184,7 +180,7 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
     for e in entries:
         source = e.pop("_source")
         target = dest / e["file"]
-        if not target.is_file() or _sha256(target) != e["sha256"]:
+        if not target.is_file() or sha256_file(target) != e["sha256"]:
             shutil.copyfile(source, target)
             target.chmod(0o644)
     new_files = {e["file"] for e in entries}
@@ -192,8 +188,6 @@ def ship(patterns: list[str], tag: str, dest: str | Path | None = None,
         if e["file"] not in new_files:
             (dest / e["file"]).unlink(missing_ok=True)
     index["weights"] = sorted(kept + entries, key=lambda e: (e["tag"], e["model"]))
-    from attncnn.files import atomic_target
-
     with atomic_target(dest / INDEX) as tmp:
         tmp.write_text(json.dumps(index, indent=2) + "\n")
     return entries
@@ -248,13 +242,4 @@ def render_table(entries: list[dict] | None = None) -> str:
 
 def write_readme(readme: str | Path, entries: list[dict] | None = None) -> None:
     """Put `render_table()` between the README's pretrained markers."""
-    path = Path(readme)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise AttncnnError(f"README {path}: {err.strerror}") from None
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0 or end < start:
-        raise AttncnnError(f"{path} lacks the markers {BEGIN} ... {END} (in that order)")
-    path.write_text(text[: start + len(BEGIN)] + "\n" + render_table(entries).rstrip() + "\n"
-                    + text[end:])
+    replace_marked_section(readme, BEGIN, END, render_table(entries))
