@@ -19,7 +19,6 @@ containers (`torch.load(weights_only=True)`).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,58 +27,17 @@ from torch import nn
 
 from attncnn.errors import AttncnnError, first_line
 from attncnn.files import sha256_file
+from attncnn.pretrained.torchvision_names import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    attncnn_to_torchvision,
+    from_torchvision,
+    is_torchvision_style,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # torchvision's and timm's ResNet normalisation
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _WRAPPERS = ("state_dict", "model", "model_state_dict")   # {"state_dict": {...}, ...} checkpoints
 _PREFIXES = ("module.", "_orig_mod.")                      # DDP and torch.compile wrappers
-
-# ------------------------------------------------------------- torchvision / timm names
-_TV_INNER = re.compile(r"^(conv[123]|bn[123]|downsample\.[01])\.")
-_TV_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(.+)$")
-_OUR_BLOCK = re.compile(r"^stages\.([0-3])\.(\d+)\.(.+)$")
-_OUR_INNER = re.compile(r"^(conv[123]|bn[123]|shortcut\.[01])\.")
-
-
-def torchvision_to_attncnn(key: str) -> str | None:
-    """The name in our ImageNet ResNet of a torchvision / timm ResNet tensor, or None when
-    `key` is not one of a plain ResNet-18/34/50/101's.
-
-    conv1, bn1 -> stem.0, stem.1; layerN.i.<conv|bn>K -> stages.(N-1).i.<same>;
-    layerN.i.downsample.0/1 -> stages.(N-1).i.shortcut.0/1; fc -> fc.
-    """
-    head, _, rest = key.partition(".")
-    if head in ("conv1", "bn1") and rest and "." not in rest:   # timm's deep stems: conv1.0...
-        return f"stem.{0 if head == 'conv1' else 1}.{rest}"
-    if head == "fc" and rest in ("weight", "bias"):
-        return key
-    m = _TV_BLOCK.match(key)
-    if m and _TV_INNER.match(m.group(3)):
-        inner = m.group(3).replace("downsample.", "shortcut.", 1)
-        return f"stages.{int(m.group(1)) - 1}.{m.group(2)}.{inner}"
-    return None
-
-
-def attncnn_to_torchvision(key: str) -> str | None:
-    """The inverse of `torchvision_to_attncnn`: None for tensors torchvision's ResNet lacks
-    (attention modules)."""
-    if key.startswith("stem.0."):
-        return "conv1." + key[len("stem.0."):]
-    if key.startswith("stem.1."):
-        return "bn1." + key[len("stem.1."):]
-    if key in ("fc.weight", "fc.bias"):
-        return key
-    m = _OUR_BLOCK.match(key)
-    if m and _OUR_INNER.match(m.group(3)):
-        inner = m.group(3).replace("shortcut.", "downsample.", 1)
-        return f"layer{int(m.group(1)) + 1}.{m.group(2)}.{inner}"
-    return None
-
-
-def _is_torchvision_style(state: dict) -> bool:
-    ours = any(k.startswith(("stem.", "stages.")) for k in state)
-    return not ours and any(k.startswith(("conv1.", "layer1.")) for k in state)
 
 
 # ------------------------------------------------------------------ reading files
@@ -153,24 +111,10 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
 
     name = getattr(model, "model_name", type(model).__name__)
     fmt, origin = "attncnn", {}
-    if _is_torchvision_style(state):
+    if is_torchvision_style(state):
         fmt = "torchvision"
         family = get_spec(name).family if hasattr(model, "model_name") else ""
-        if family != "imagenet-resnet":
-            raise AttncnnError(f"{source} holds a torchvision/timm ResNet; it fits only "
-                               f"resnet18/34/50/101 and their se_/cbam_/attn_ versions, "
-                               f"not {name}")
-        mapped, unknown = {}, []
-        for key, value in state.items():
-            ours = torchvision_to_attncnn(key)
-            if ours is None:
-                unknown.append(key)
-            else:
-                mapped[ours], origin[ours] = value, key
-        if unknown:
-            raise AttncnnError(f"{source}: {len(unknown)} tensors are not those of a plain "
-                               f"torchvision/timm ResNet-18/34/50/101 (e.g. {unknown[0]})")
-        state = mapped
+        state, origin = from_torchvision(state, name, family, source)
 
     def shown(key: str) -> str:  # name tensors as the file does
         return origin.get(key, key)
