@@ -184,7 +184,7 @@ def _load_inputs(args, models: list[dict]):
     does). Image files are read by `attncnn.data.image_input`, as `predict` reads them."""
     import torch
 
-    from attncnn.data.image_input import collect_images
+    from attncnn.data.image_input import collect_images_or_refuse
     from attncnn.errors import AttncnnError
 
     meta = models[0]["meta"]
@@ -211,13 +211,7 @@ def _load_inputs(args, models: list[dict]):
             raise AttncnnError(f"{m['path']} takes image files {m['input'].describe()}, "
                                f"{models[0]['path']} {spec.describe()}; explain them apart "
                                "(or set --crop-ratio)")
-    found = collect_images(args.images)
-    if not found.files:  # one line: what matched nothing, else where no image was found
-        if len(found.missing) == len(args.images):
-            raise AttncnnError(f"no such file or no match: {', '.join(found.missing)}")
-        raise AttncnnError(f"no image files found in {' '.join(args.images)}")
-    for item in found.missing:
-        print(f"attncnn: no such file or no match: {item}", file=sys.stderr, flush=True)
+    found = collect_images_or_refuse(args.images)
     files, decoded = [], []
     for f in found.files:
         try:

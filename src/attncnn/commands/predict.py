@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attncnn.data.image_input import collect_images
+    from attncnn.data.image_input import collect_images_or_refuse
     from attncnn.engine.device import resolve_device
     from attncnn.errors import AttncnnError
     from attncnn.inference.predict import Failure, predict_files
@@ -59,13 +59,7 @@ def run(args: argparse.Namespace) -> int:
         model, meta = model_for_prediction(args.model, args.pretrained, device)
     else:
         model, meta = create_model_from_weights(args.weights, device)
-    inputs = collect_images(args.images)
-    if not inputs.files:  # one line: what matched nothing, else where no image was found
-        if len(inputs.missing) == len(args.images):
-            raise AttncnnError(f"no such file or no match: {', '.join(inputs.missing)}")
-        raise AttncnnError(f"no image files found in {' '.join(args.images)}")
-    for item in inputs.missing:
-        print(f"attncnn: no such file or no match: {item}", file=sys.stderr)
+    inputs = collect_images_or_refuse(args.images)
 
     results = predict_files(model, meta, inputs.files, top_k=args.top_k,
                             batch_size=args.batch_size, tta=args.tta, device=device,

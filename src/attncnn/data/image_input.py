@@ -35,6 +35,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -211,4 +212,18 @@ def collect_images(inputs: Iterable[str]) -> InputList:
                 found.missing.append(item)
             for m in matches:
                 add(m)
+    return found
+
+
+def collect_images_or_refuse(inputs: list[str]) -> InputList:
+    """`collect_images` for a command (predict, explain): one AttncnnError when no file is
+    found (naming what matched nothing, else where no image was found); otherwise each input
+    that matched nothing is named on stderr, and the caller counts `missing` as skipped."""
+    found = collect_images(inputs)
+    if not found.files:
+        if len(found.missing) == len(inputs):
+            raise AttncnnError(f"no such file or no match: {', '.join(found.missing)}")
+        raise AttncnnError(f"no image files found in {' '.join(inputs)}")
+    for item in found.missing:
+        print(f"attncnn: no such file or no match: {item}", file=sys.stderr, flush=True)
     return found
