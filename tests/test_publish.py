@@ -97,3 +97,17 @@ def test_cli_publish_prints_the_published_path(run_dir, tmp_path, capsys):
                  str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "attn_resnet20_cifar-toyset-s0.safetensors" in out and Path(out.split("-> ")[1].strip()).is_file()
+
+
+def test_publish_tags_place_the_run_elsewhere_and_keep_what_they_replaced(run_dir, tmp_path, capsys):
+    assert main(["publish", str(run_dir), "--results", str(tmp_path), "--weights", str(tmp_path),
+                 "--tag", "table=val_frontier", "--tag", "row=toy_e1"]) == 0
+    published = json.loads((tmp_path / "toy_e1-toyset-s0.json").read_text())
+    assert published["tags"]["table"] == "val_frontier" and published["tags"]["row"] == "toy_e1"
+    assert published["tags"]["dataset"] == "toy_set"        # untouched tags stay
+    assert published["published_tags_override"] == {"table": None, "row": None}
+    assert (tmp_path / "toy_e1-toyset-s0.safetensors").is_file()
+    assert json.loads((run_dir / "results.json").read_text())["tags"] == {"dataset": "toy_set"}
+    assert main(["publish", str(run_dir), "--results", str(tmp_path), "--tag", "row"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected KEY=VALUE" in err and "\n" not in err

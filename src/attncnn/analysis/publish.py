@@ -58,8 +58,12 @@ def published_stem(record: dict) -> str:
 
 def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str | Path, *,
                 dtype: str = "float16", check: bool = False, allow_unfinished: bool = False,
-                overwrite: bool = False, device: str = "cpu") -> dict:
+                overwrite: bool = False, device: str = "cpu", tags: dict | None = None) -> dict:
     """Publish one run (see the module docstring); returns the published record.
+
+    `tags` replace the run's own tags of those names in the published record (which keeps
+    the overridden values under "published_tags_override"), e.g. to place a validation-split
+    run in a table of its own; the file name follows the new tags.
 
     A run that has not finished is refused unless `allow_unfinished` (its record then says
     so: the report marks it). Existing published files of *another* run are never
@@ -76,6 +80,9 @@ def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str |
         raise AttncnnError(f"{run_dir}: the run has not finished (status {status!r}, "
                            f"{record.get('epochs_completed')} epochs); resume it, or pass "
                            f"--allow-unfinished")
+    if tags:
+        record = dict(record, tags={**(record.get("tags") or {}), **tags},
+                      published_tags_override={k: (record.get("tags") or {}).get(k) for k in tags})
     stem = published_stem(record)
     results_path = Path(results_dir) / f"{stem}.json"
     weights_path = Path(weights_dir) / f"{stem}.safetensors"

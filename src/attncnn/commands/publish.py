@@ -28,15 +28,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace published files that belong to another run")
     p.add_argument("--device", default="cpu", help="device for --check (default: cpu)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a tag of the published record (e.g. table=..., row=...), "
+                        "placing the run in another report table or row (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from attncnn.analysis.publish import publish_run
+    from attncnn.errors import AttncnnError
 
+    tags = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise AttncnnError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag row=resnet20_e6")
+        tags[key.strip()] = value.strip()
     for run_dir in args.runs:
         record = publish_run(run_dir, args.results, args.weights, dtype=args.dtype,
                              check=args.check, allow_unfinished=args.allow_unfinished,
-                             overwrite=args.overwrite, device=args.device)
+                             overwrite=args.overwrite, device=args.device, tags=tags)
         line = (f"{run_dir}: top-1 {record['final']['top1']:.2f} -> "
                 f"{record['published_weights']}")
         if "published_check" in record:
