@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The CPU tier's experiments (docs/cpu_cifar10.md), run or continued from a git worktree at a
+# fixed commit, so that code changes on main cannot touch a run that is under way (results
+# record the commit). Run it again in the next session and it carries on: `attncnn sweep`
+# skips finished runs, resumes interrupted ones from their checkpoint and publishes each
+# finished run into this repository's results/ (float16 weights, re-checked).
+#
+#   scripts/cpu_cifar10_sweep.sh tier     # the six rows x seeds 0, 1, 2 on the test half
+#   scripts/cpu_cifar10_sweep.sh val      # the recipe's validation frontier (6/12/24 epochs)
+#   scripts/cpu_cifar10_sweep.sh tier --dry-run     # what is done, what resumes, what is new
+#
+# Needs a Python with torch and attncnn's dependencies (the README's set-up), the CIFAR-10
+# JPEG copy at $DATA, and one core per job: each job runs with one torch thread, so the two
+# can share a 2-core machine. Run directories live under $RUNS (outside the work tree).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-$HOME/runs}
+DATA=${DATA:-$(cd "$REPO/.." && pwd)/shared/data/cifar10-jpeg.tar.gz}
+job=${1:?usage: $0 tier|val [attncnn sweep options]}; shift
+case "$job" in
+  tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C=configs/cpu_cifar10
+        CONFIGS="$C/resnet20.yaml $C/attn_resnet20_stage.yaml $C/attn_resnet20_stage_residual.yaml
+                 $C/attn_resnet20_block.yaml $C/se_resnet20.yaml $C/cbam_resnet20.yaml"
+        SEEDS="0 1 2"; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
+  val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
+        CONFIGS=configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
+        SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
+  *) echo "unknown job $job (tier or val)" >&2; exit 2 ;;
+esac
+WT=${WT:-$HOME/exp/wt-${COMMIT:0:7}}
+if [ ! -d "$WT/src" ]; then
+  git -C "$REPO" worktree add --detach "$WT" "$COMMIT"
+fi
+[ -f "$DATA" ] || { echo "no CIFAR-10 JPEG copy at $DATA (set DATA=...)" >&2; exit 2; }
+# a worktree whose main checkout was re-cloned has no git metadata: the stamp names the commit
+export PYTHONPATH="$WT/src" ATTNCNN_GIT_COMMIT=$COMMIT ATTNCNN_GIT_DIRTY=0
+cd "$WT"
+# shellcheck disable=SC2086
+exec python -m attncnn sweep $CONFIGS --seeds $SEEDS --out-dir "$OUT" \
+  --publish "$REPO/$PUB" --weights "$REPO/results/weights" --set "data.root=$DATA" \
+  --threads 1 -q "$@"
