@@ -29,8 +29,7 @@ from PIL import Image
 
 from attncnn.data.config import DataConfig
 from attncnn.data.decode import image_suffixes
-from attncnn.data.loader import (batches_per_epoch, normalisation, samples_per_epoch,
-                                  seeded_generator, train_seed)
+from attncnn.data.loader import ShardedCounts, normalisation, seeded_generator, train_seed
 from attncnn.data.sources import Loaders, register_source
 from attncnn.errors import AttncnnError
 
@@ -194,7 +193,7 @@ class _Steps(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-class StreamingLoader:
+class StreamingLoader(ShardedCounts):
     """A `BatchLoader` over an `ImageFiles`: epoch(epoch, start_step) yields (x float
     [b, 3, S, S] normalised on `device`, y int64 [b]). Its seed is the files' own: one seed
     draws both the order and the crops."""
@@ -211,10 +210,6 @@ class StreamingLoader:
         self.skipped: list[str] = []
         self.mean, self.std = normalisation(data.mean, data.std, self.device)
 
-    def __len__(self) -> int:
-        return batches_per_epoch(len(self.files), self.batch_size, train=self.train,
-                                 rank=self.rank, world_size=self.world_size)
-
     @property
     def seed(self) -> int:
         return self.files.seed
@@ -223,12 +218,6 @@ class StreamingLoader:
     def num_samples(self) -> int:
         """Images in the split, every rank's."""
         return len(self.files)
-
-    @property
-    def num_samples_per_rank(self) -> int:
-        """Images this rank sees per epoch."""
-        return samples_per_epoch(len(self.files), self.batch_size, train=self.train,
-                                 rank=self.rank, world_size=self.world_size)
 
     def _batches(self, epoch: int, start_step: int) -> list[list[int]]:
         n = len(self.files)

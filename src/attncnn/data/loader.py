@@ -106,7 +106,31 @@ def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: t
     return picked.gather(3, cols[:, None, None, :].expand(-1, c, h, -1))
 
 
-class DeviceLoader:
+class ShardedCounts:
+    """Steps and per-rank samples of a loader, from its `num_samples`, `batch_size`, `train`,
+    `rank` and `world_size` (the rule of `batches_per_epoch`), for every loader alike."""
+
+    batch_size: int
+    train: bool
+    rank: int
+    world_size: int
+
+    @property
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.num_samples, self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
+
+    @property
+    def num_samples_per_rank(self) -> int:
+        """Images this rank sees per epoch."""
+        return samples_per_epoch(self.num_samples, self.batch_size, train=self.train,
+                                 rank=self.rank, world_size=self.world_size)
+
+
+class DeviceLoader(ShardedCounts):
     """Iterates an `ArrayDataset` in batches of normalised float tensors on `device`.
 
     train=True: shuffled each epoch, drop_last, crop+flip when `augment`.
@@ -138,10 +162,6 @@ class DeviceLoader:
         self.labels = data.labels.to(self.device)
         self.mean, self.std = normalisation(data.mean, data.std, self.device)
 
-    def __len__(self) -> int:
-        return batches_per_epoch(len(self.labels), self.batch_size, train=self.train,
-                                 rank=self.rank, world_size=self.world_size)
-
     @property
     def seed(self) -> int:
         return self._seed
@@ -150,12 +170,6 @@ class DeviceLoader:
     def num_samples(self) -> int:
         """Images in the data set, every rank's."""
         return len(self.labels)
-
-    @property
-    def num_samples_per_rank(self) -> int:
-        """Images this rank sees per epoch."""
-        return samples_per_epoch(len(self.labels), self.batch_size, train=self.train,
-                                 rank=self.rank, world_size=self.world_size)
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x float [b, 3, H, W], y int64 [b]) for steps start_step.. of `epoch`."""
