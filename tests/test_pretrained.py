@@ -95,7 +95,7 @@ def test_another_class_count_gets_a_new_head():
     ("attn_resnet20_cifar", "cifar10", r"no shipped weights tagged 'cifar10'.*attn_resnet20_cifar has: digits"),
     ("attn_resnet50", "digits", r"attn_resnet50 has no shipped weights \(shipped: .*attn_resnet20_cifar:digits"),
     ("attn_resnet20_cifar", True, r"pretrained=True is ambiguous"),
-    ("attn_resnet20_cifar", "resnet20_cifar:imagenet", r"no shipped weights 'resnet20_cifar:imagenet'; resnet20_cifar has: digits"),
+    ("attn_resnet20_cifar", "resnet20_cifar:imagenet", r"no shipped weights 'resnet20_cifar:imagenet'; resnet20_cifar has: cifar10, digits"),
 ])
 def test_unknown_tags_list_what_exists(name, tag, pattern):
     with pytest.raises(AttncnnError, match=pattern) as err:
@@ -130,7 +130,7 @@ def test_a_damaged_shipped_file_is_refused(monkeypatch, tmp_path):
 
 
 def test_own_safetensors_and_checkpoint_files_load_by_path(tmp_path):
-    entry = list_pretrained("resnet20_cifar")[0]
+    entry = next(e for e in list_pretrained("resnet20_cifar") if e["tag"] == "digits")
     src = ROOT / entry["weights_from"]
     model = create_model("resnet20_cifar", pretrained=str(src), depth=8).eval()
     assert model.pretrained_cfg["classes"] == read_weights_metadata(src)["classes"]
