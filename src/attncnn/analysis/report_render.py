@@ -64,7 +64,9 @@ def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = ()
         else:
             out += ["No runs yet.", ""]
         if plots and t.id in plots:
-            out += [f"![Test accuracy per epoch, {t.title}]({plots[t.id]})", ""]
+            splits = sorted({g.setting.eval_split for g in t.groups}) or ["eval"]
+            out += [f"![Accuracy per epoch on the {'/'.join(splits)} split, {t.title}]"
+                    f"({plots[t.id]})", ""]
     if skipped:
         out += ["Files not used: " + "; ".join(skipped) + ".", ""]
     return "\n".join(out).rstrip() + "\n"
