@@ -18,12 +18,12 @@ RUNS=${RUNS:-$HOME/runs}
 DATA=${DATA:-$(cd "$REPO/.." && pwd)/shared/data/cifar10-jpeg.tar.gz}
 job=${1:?usage: $0 tier|val [attncnn sweep options]}; shift
 case "$job" in
-  tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C=configs/cpu_cifar10
+  tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C='$WT'/configs/cpu_cifar10
         CONFIGS="$C/resnet20.yaml $C/attn_resnet20_stage.yaml $C/attn_resnet20_stage_residual.yaml
                  $C/attn_resnet20_block.yaml $C/se_resnet20.yaml $C/cbam_resnet20.yaml"
         SEEDS="0 1 2"; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
   val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
-        CONFIGS=configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
+        CONFIGS='$WT'/configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
         SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
   *) echo "unknown job $job (tier or val)" >&2; exit 2 ;;
 esac
@@ -34,8 +34,11 @@ fi
 [ -f "$DATA" ] || { echo "no CIFAR-10 JPEG copy at $DATA (set DATA=...)" >&2; exit 2; }
 # a worktree whose main checkout was re-cloned has no git metadata: the stamp names the commit
 export PYTHONPATH="$WT/src" ATTNCNN_GIT_COMMIT=$COMMIT ATTNCNN_GIT_DIRTY=0
-cd "$WT"
+# the code and configs are the worktree's; run from this checkout so that the published
+# files name their weights relative to it (results/weights/...)
+cd "$REPO"
+CONFIGS=${CONFIGS//'$WT'/$WT}
 # shellcheck disable=SC2086
 exec python -m attncnn sweep $CONFIGS --seeds $SEEDS --out-dir "$OUT" \
-  --publish "$REPO/$PUB" --weights "$REPO/results/weights" --set "data.root=$DATA" \
+  --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
   --threads 1 -q "$@"

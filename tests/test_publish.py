@@ -111,3 +111,15 @@ def test_publish_tags_place_the_run_elsewhere_and_keep_what_they_replaced(run_di
     assert main(["publish", str(run_dir), "--results", str(tmp_path), "--tag", "row"]) == 2
     err = capsys.readouterr().err.strip()
     assert "expected KEY=VALUE" in err and "\n" not in err
+
+
+def test_published_weights_are_named_from_the_checkout_root(run_dir, tmp_path):
+    """Absolute --results/--weights (as a sweep running elsewhere passes them) still give a
+    name that means the same on every clone: relative to the checkout holding the file."""
+    repo = tmp_path / "clone"
+    (repo / ".git").mkdir(parents=True)
+    record = publish_run(run_dir, (repo / "results" / "t").resolve(),
+                         (repo / "results" / "weights").resolve())
+    assert record["published_weights"] == "results/weights/attn_resnet20_cifar-toyset-s0.safetensors"
+    outside = publish_run(run_dir, tmp_path / "r", tmp_path / "w")   # no checkout: as given
+    assert outside["published_weights"] == (tmp_path / "w" / "attn_resnet20_cifar-toyset-s0.safetensors").as_posix()

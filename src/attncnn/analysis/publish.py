@@ -93,13 +93,23 @@ def publish_run(run_dir: str | Path, results_dir: str | Path, weights_dir: str |
                  input_size=meta["input_size"], summary=meta.get("summary"),
                  dtype=DTYPES[dtype])
     published = dict(record)
-    published["published_weights"] = weights_path.as_posix()
+    published["published_weights"] = repo_relative(weights_path)
     published["published_weights_dtype"] = dtype
     if check:
         published["published_check"] = check_published(weights_path, run_dir, record, device)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(published, results_path)
     return published
+
+
+def repo_relative(path: Path) -> str:
+    """`path` as the results file should name it: relative to the root of the git checkout
+    that holds it (so that the name means the same on every clone), else as given."""
+    absolute = Path(path).resolve()
+    for parent in absolute.parents:
+        if (parent / ".git").exists():
+            return absolute.relative_to(parent).as_posix()
+    return Path(path).as_posix()
 
 
 def check_published(weights_path: Path, run_dir: str | Path, record: dict, device: str) -> dict:
