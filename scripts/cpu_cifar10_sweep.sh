@@ -8,6 +8,9 @@
 #   scripts/cpu_cifar10_sweep.sh tier     # the six rows x seeds 0, 1, 2 on the test half
 #   scripts/cpu_cifar10_sweep.sh val      # the recipe's validation frontier (6/12/24 epochs)
 #   scripts/cpu_cifar10_sweep.sh tier --dry-run     # what is done, what resumes, what is new
+#   ROWS="resnet20 attn_resnet20_stage" SEEDS=1 scripts/cpu_cifar10_sweep.sh tier
+#                                                   # a second job on the other core: a subset
+#                                                   # the first job will not reach meanwhile
 #
 # Needs a Python with torch and attncnn's dependencies (the README's set-up), the CIFAR-10
 # JPEG copy at $DATA, and one core per job: each job runs with one torch thread, so the two
@@ -21,7 +24,10 @@ case "$job" in
   tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C='$WT'/configs/cpu_cifar10
         CONFIGS="$C/resnet20.yaml $C/attn_resnet20_stage.yaml $C/attn_resnet20_stage_residual.yaml
                  $C/attn_resnet20_block.yaml $C/se_resnet20.yaml $C/cbam_resnet20.yaml"
-        SEEDS="0 1 2"; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
+        if [ -n "${ROWS:-}" ]; then
+          CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
+        fi
+        SEEDS=${SEEDS:-0 1 2}; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
   val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
         CONFIGS='$WT'/configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
         SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
