@@ -1,6 +1,7 @@
-"""benchmarks/time_to_accuracy.py: the one-cycle schedule, the ladder, the refusal to time on a
-CPU. (Its step and optimiser are the engine's: tests/test_engine_step.py; its batches come
-from DeviceLoader: tests/test_loader.py.)"""
+"""benchmarks/time_to_accuracy.py (+ tta_ours.py, tta_airbench.py): the one-cycle schedule, the
+ladder, the recipes and their overrides, airbench's options, the refusal of a missing GPU,
+and, where airbench is installed, its CPU path. (Its step and optimiser are the engine's:
+tests/test_engine_step.py; its batches come from DeviceLoader: tests/test_loader.py.)"""
 import importlib.util
 import sys
 from pathlib import Path
@@ -63,13 +64,83 @@ def test_time_to_accuracy_ladder_stops_at_the_target_and_saves_every_try():
     assert saved == [1] and side["tries"][0]["accuracy"] == 93.0  # the finished try was kept
 
 
-def test_time_to_accuracy_refuses_cpu_in_one_line(capsys):
+def test_time_to_accuracy_refuses_a_missing_gpu_in_one_line(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     module = load_time_to_accuracy()
-    assert module.main(["--device", "cpu"]) == 2
+    assert module.main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert "needs a CUDA GPU" in err and err.count("\n") == 1
+    assert "needs a CUDA GPU" in err and "--device cpu" in err and err.count("\n") == 1
+
+
+def test_ladder_records_when_each_try_ran_and_the_load_beside_it():
+    side = {}
+    load_time_to_accuracy().ladder("x", lambda e: {"accuracy": 50.0, "time_s": 1.0, "train_s": 1.0,
+                                                   "eval_s": 0.0}, [1], 90.0, side, lambda: None)
+    (tried,) = side["tries"]
+    assert tried["started_at"].endswith("Z") and "loadavg_before" in tried and "loadavg_after" in tried
+
+
+def test_the_cpu_recipe_and_its_overrides():
+    from attncnn.engine.device import cpu_has_native_bf16
+
+    module = load_time_to_accuracy()
+    recipe = module.cpu_recipe()
+    assert (recipe.model, recipe.model_args, recipe.batch_size, recipe.lr) == \
+        ("attn_resnet9", {"width": 32}, 256, 0.2)
+    assert recipe.amp == cpu_has_native_bf16() and not recipe.eval_amp and not recipe.compile
+    assert recipe.channels_last and recipe.flip_tta and recipe.label_smoothing == 0.2
+    changed = module.with_overrides(recipe, ["width=24", "batch_size=512", "lr=0.4",
+                                             "attention_placement=block"])
+    assert changed.model_args == {"width": 24, "attention_placement": "block"}
+    assert (changed.batch_size, changed.lr) == (512, 0.4) and recipe.model_args == {"width": 32}
+    with pytest.raises(SystemExit):
+        module.with_overrides(recipe, ["width"])
+
+
+def test_airbench_options_parse_and_refuse():
+    module = load_time_to_accuracy()
+    options = module.AirbenchOptions().with_overrides(
+        ["lookahead=false", "whiten=no", "tta_level=1", "batch_size=512", "widths=[64, 128, 128]",
+         "precision=fp32"])
+    assert (options.lookahead, options.whiten, options.tta_level, options.batch_size,
+            options.widths, options.precision) == (False, False, 1, 512, (64, 128, 128), "fp32")
+    assert options.record(torch.device("cpu"))["precision"] == "fp32"
+    for bad in (["lookahaed=false"], ["precision=fp16"], ["tta_level"]):
+        with pytest.raises(SystemExit):
+            module.AirbenchOptions().with_overrides(bad)
+    with pytest.raises(SystemExit):  # a GPU runs airbench's own fp16
+        options.record(torch.device("cuda"))
+
+
+def test_airbench_trains_on_the_cpu_with_and_without_its_ingredients(tmp_path):
+    """airbench's own train94 on a few 32x32 images on the CPU (narrow, as --smoke runs it):
+    bf16 and fp32, and with lookahead, whitening and TTA switched off. Skips without airbench."""
+    from attncnn.data.dataset import ArrayDataset
+
+    module = load_time_to_accuracy()
+    try:
+        ab = module.import_airbench()
+    except SystemExit:
+        pytest.skip("airbench is not installed (pip install airbench)")
+    from tta_airbench import _cpu_net
+
+    gen = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                            torch.arange(n) % 10, [str(c) for c in range(10)])
+
+    module.write_airbench_files(data(64), data(20), tmp_path)
+    for items in (["precision=bf16"], ["precision=fp32"],
+                  ["lookahead=false", "whiten=false", "tta_level=0"]):
+        options = module.AirbenchOptions().with_overrides(items)
+        out = module.train_airbench(ab, 1.0, torch.device("cpu"), tmp_path, options, smoke=True)
+        assert out["steps"] == 4 and 0 <= out["accuracy"] <= 100 and out["time_s"] >= out["train_s"] > 0
+    whitened = _cpu_net(ab, module.AirbenchOptions(), "fp32", smoke=True)
+    plain = _cpu_net(ab, module.AirbenchOptions(whiten=False), "fp32", smoke=True)
+    assert not whitened[0].weight.requires_grad and plain[0].weight.requires_grad
+    assert {p.dtype for p in whitened.parameters()} == {torch.float32}
 
 
 def test_ours_trains_and_evaluates_on_the_cpu():
@@ -84,7 +155,7 @@ def test_ours_trains_and_evaluates_on_the_cpu():
                             torch.arange(n) % 4, ["a", "b", "c", "d"])
 
     recipe = module.Recipe(batch_size=8, amp=False, compile=False, channels_last=False,
-                           crop_padding=1, model_args={"width": 2})
+                           crop_padding=1, eval_amp=False, model_args={"width": 2})
     ours = module.Ours(recipe, data(24), data(8), torch.device("cpu"))
     result = ours.train(epochs=2)
     assert result["steps"] == 6 and len(result["epoch_loss"]) == 2
