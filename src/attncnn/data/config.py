@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from attncnn.errors import AttncnnError, check_choice
 
 LABEL_MODES = ("fine", "coarse")  # cifar100: 100 fine classes or 20 superclasses
+IMAGE_FITS = ("resize", "crop")
+# What decides the pixels a model sees and the names of its classes: recorded in the weights
+# (summary.data_input), so that `eval` and `predict` prepare images as training did.
+INPUT_KEYS = ("image_size", "image_fit", "train_crop", "crop_size", "eval_crop_ratio",
+              "class_names")
+TRAIN_CROPS = ("pad", "random_resized")
 
 
 @dataclass
@@ -24,13 +30,40 @@ class DataConfig:
     crop_padding: int = 4
     flip: bool = True
     eval_flip: bool = False         # eval: average the logits of each image and its mirror (flip TTA)
-    image_size: int | None = None   # folder: resize all images to this square; imagenet: crop (224)
+    image_size: int | None = None   # folder: decode all images to this square; imagenet: crop (224)
+    image_fit: str = "resize"       # folder, how a decoded image fits image_size: "resize" the
+                                    # whole image (aspect not kept), or "crop": shorter side to
+                                    # image_size, then the centre square
+    train_crop: str = "pad"         # "pad": crop_padding zero pad + random crop of the image's
+                                    # size; "random_resized": ImageNet's random box of crop_scale
+                                    # of the area (aspect 3/4-4/3) resized to crop_size
+    crop_size: int | None = None    # random_resized: the model's input side (None: image side);
+                                    # eval: shorter side to crop_size / eval_crop_ratio, centre crop
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    eval_crop_ratio: float = 0.875
+    class_names: dict[str, str] | None = None  # folder: display name per class folder name
     workers: int = 4                # large-image sources: DataLoader workers
     cache_dir: str | None = None    # decoded-tensor cache (default ~/.cache/attncnn)
     skip_corrupt: bool = False      # skip (and count) corrupt images instead of failing
     download: bool = False          # fetch official CIFAR archives when online
     label_mode: str = "fine"        # cifar100: fine (100 classes) | coarse (20 superclasses)
     seed: int = 0                   # data order and augmentation
+
+    def input_settings(self) -> dict:
+        """The INPUT_KEYS of this config, JSON-ready: what weights record of their data."""
+        out = {k: getattr(self, k) for k in INPUT_KEYS}
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in out.items()}
+
+    def with_input_settings(self, recorded: dict | None) -> tuple["DataConfig", list[str]]:
+        """This config with the weights' recorded input settings where this one leaves them
+        at their defaults; and the keys so taken."""
+        import dataclasses
+
+        default = DataConfig()
+        taken = {k: v for k, v in (recorded or {}).items()
+                 if k in INPUT_KEYS and getattr(self, k) == getattr(default, k)
+                 and v != getattr(self, k)}
+        return dataclasses.replace(self, **taken), sorted(taken)
 
     def validate(self, source: str = "config") -> None:
         """Refuse impossible values in one AttncnnError line naming `source` and the key;
@@ -68,3 +101,23 @@ class DataConfig:
                                     f"from disk")
         if self.image_size is not None and self.image_size < 1:
             bad("image_size", f"must be >= 1 (or null), got {self.image_size}")
+        check_choice(self.image_fit, IMAGE_FITS, f"{source}: data.image_fit")
+        check_choice(self.train_crop, TRAIN_CROPS, f"{source}: data.train_crop")
+        if self.crop_size is not None and self.crop_size < 1:
+            bad("crop_size", f"must be >= 1 (or null), got {self.crop_size}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            bad("crop_scale", f"must be [low, high] with 0 < low <= high <= 1, got "
+                              f"{list(self.crop_scale)}")
+        if not 0 < self.eval_crop_ratio <= 1:
+            bad("eval_crop_ratio", f"must be in (0, 1], got {self.eval_crop_ratio}")
+        if self.class_names is not None:
+            if self.name != "folder":
+                bad("class_names", f"names the class folders of a 'folder' source, not of "
+                                   f"{self.name!r}")
+            names = list(self.class_names.values())
+            if any(not isinstance(v, str) or not v for v in names):
+                bad("class_names", "must map each class folder to a non-empty name")
+            if len(set(names)) != len(names):
+                twice = sorted({v for v in names if names.count(v) > 1})
+                bad("class_names", f"gives two classes one name: {', '.join(twice)}")

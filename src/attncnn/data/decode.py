@@ -3,9 +3,11 @@
 Readers hand over `(name, payload)` pairs, the payload being the file's bytes (from a tarball)
 or its path; `decode_many` returns uint8 [N, 3, H, W] and which items were corrupt. Every image
 is read as `attncnn.data.image_input` reads image files for `predict` and `explain` (EXIF
-orientation applied, RGB, transparent pixels on white) and, when `image_size` is set,
-resized to image_size x image_size (bicubic, aspect not kept: these are small, square-ish
-data sets), which is the "resize" rule those commands apply to weights trained on folder data.
+orientation applied, RGB, transparent pixels on white) and, when `image_size` is set, fitted
+to image_size x image_size (bicubic): fit "resize", the whole image, aspect not kept (small,
+square-ish data sets), which is the "resize" rule those commands apply to weights trained on
+folder data; or fit "crop", the shorter side to image_size and the centre square (photos,
+which a training run then crops further, attncnn.data.crops).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from attncnn.data.image_input import open_rgb, resize_whole
+from attncnn.data.image_input import open_rgb, resize_centre_crop, resize_whole
 from attncnn.errors import AttncnnError
 
 # Below this many images a process pool costs more than it saves.
@@ -31,28 +33,33 @@ def image_suffixes() -> set[str]:
     return {s.lower() for s in Image.registered_extensions()}
 
 
-def decode_one(payload: bytes | str | Path, image_size: int | None) -> np.ndarray:
+def decode_one(payload: bytes | str | Path, image_size: int | None,
+               fit: str = "resize") -> np.ndarray:
     """One image as uint8 [H, W, 3]. Raises whatever PIL raises on a corrupt file."""
     img = open_rgb(payload)                 # decodes now: a truncated file fails here
-    if image_size:
+    if image_size and fit == "crop":
+        img = resize_centre_crop(img, (image_size, image_size), 1.0, "bicubic")
+    elif image_size:
         img = resize_whole(img, (image_size, image_size), "bicubic")
     return np.asarray(img, dtype=np.uint8)
 
 
-def _decode_chunk(items: list[tuple[str, bytes | str]], image_size: int | None):
+def _decode_chunk(items: list[tuple[str, bytes | str]], image_size: int | None,
+                  fit: str = "resize"):
     """[(array or None, error or None)] for a chunk; runs in a worker process."""
     out = []
     for name, payload in items:
         try:
-            out.append((decode_one(payload, image_size), None))
+            out.append((decode_one(payload, image_size, fit), None))
         except Exception as err:  # noqa: BLE001 - any failure to decode marks the file corrupt
             out.append((None, f"{type(err).__name__}: {err}".splitlines()[0]))
     return out
 
 
 def decode_many(items: list[tuple[str, bytes | str]], image_size: int | None, workers: int = 2,
-                desc: str = "decoding") -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Decode `items` = [(name, bytes or path)].
+                desc: str = "decoding", fit: str = "resize",
+                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode `items` = [(name, bytes or path)], fitted to image_size by `fit` (module doc).
 
     Returns (images uint8 [K, 3, H, W], kept indices into items, [(name, error)] of the corrupt
     ones). All decoded images must have one size (set image_size to resize); otherwise an
@@ -66,14 +73,15 @@ def decode_many(items: list[tuple[str, bytes | str]], image_size: int | None, wo
     results = []
     if workers == 1 or len(items) < PARALLEL_MIN:
         for chunk in chunks:
-            results.extend(_decode_chunk(chunk, image_size))
+            results.extend(_decode_chunk(chunk, image_size, fit))
             bar.update(len(chunk))
     else:
         # fork where there is one: a spawned worker would re-import torch (seconds) first
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for chunk, done in zip(chunks, pool.map(_decode_chunk, chunks, [image_size] * len(chunks))):
+            for chunk, done in zip(chunks, pool.map(_decode_chunk, chunks, [image_size] * len(chunks),
+                                                           [fit] * len(chunks))):
                 results.extend(done)
                 bar.update(len(chunk))
     bar.close()

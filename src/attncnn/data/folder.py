@@ -27,7 +27,7 @@ from attncnn.data.config import DataConfig
 from attncnn.data.dataset import ArrayDataset
 from attncnn.data.decode import decode_many, image_suffixes
 from attncnn.data.sources import register_source
-from attncnn.errors import AttncnnError, first_line
+from attncnn.errors import AttncnnError, did_you_mean, first_line
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -131,7 +131,8 @@ def _decode_split(root: Path, split: str, cfg: DataConfig) -> dict:
     else:
         classes, items = _scan_tar(root, split)
     images, kept, corrupt = decode_many([(n, p) for n, p, _ in items], cfg.image_size,
-                                        workers=cfg.workers, desc=f"decoding {root.name}/{split}")
+                                        workers=cfg.workers, desc=f"decoding {root.name}/{split}",
+                                        fit=cfg.image_fit)
     if corrupt and not cfg.skip_corrupt:
         name, error = corrupt[0]
         more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
@@ -165,6 +166,8 @@ def load_folder(cfg: DataConfig, split: str, root: Path | None = None) -> ArrayD
     else:
         identity = {"file": cache.file_identity(root)}
     identity.update(split=split, image_size=cfg.image_size, skip_corrupt=cfg.skip_corrupt)
+    if cfg.image_fit != "resize":       # (older caches, all "resize", keep their identity)
+        identity.update(image_fit=cfg.image_fit)
     label = f"folder-{display_name(root)}-{split}"
     entry = cache.cached(cache.cache_dir(cfg.cache_dir), label, identity,
                          lambda: _decode_split(root, split, cfg))
@@ -172,10 +175,22 @@ def load_folder(cfg: DataConfig, split: str, root: Path | None = None) -> ArrayD
     if skipped:
         print(f"attncnn: warning: skipped {len(skipped)} corrupt image(s) in {root} split {split!r} "
               f"(first: {skipped[0]})", file=sys.stderr)
-    return ArrayDataset(entry["images"], entry["labels"], list(entry["classes"]), None,
+    folders = list(entry["classes"])
+    return ArrayDataset(entry["images"], entry["labels"], class_names(folders, cfg, root), None,
                         name=cfg.display_name or display_name(root), mean=MEAN, std=STD,
                         info={"skipped_corrupt": len(skipped), "skipped_files": skipped,
-                              "root": str(root), "split": split})
+                              "root": str(root), "split": split, "class_folders": folders})
+
+
+def class_names(folders: list[str], cfg: DataConfig, root: Path) -> list[str]:
+    """The classes' names: data.class_names of each class folder where given (every key must
+    name a folder), else the folder's name."""
+    names = cfg.class_names or {}
+    unknown = sorted(set(names) - set(folders))
+    if unknown:
+        raise AttncnnError(f"data.class_names names class folder(s) {', '.join(unknown[:5])} "
+                           f"that {root} does not have{did_you_mean(unknown[0], folders)}")
+    return [names.get(f, f) for f in folders]
 
 
 register_source("folder")(load_folder)

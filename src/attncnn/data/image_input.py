@@ -20,7 +20,10 @@ Fitting it to the input size H x W in the weights (`fit`), the way the weights' 
 data was prepared, as the weights record it (`summary.data_source`):
 - "resize": the whole image resized to W x H (bicubic), aspect not kept. The `folder`
   reader decodes training images exactly so (`data.image_size`): weights trained on
-  `folder` data.
+  `folder` data. Folder weights that record `data_input.image_fit: crop` (shorter side,
+  centre square) take "crop" with ratio 1, and those trained on random-resized crops
+  (`data_input.train_crop`) take "crop" with the run's `eval_crop_ratio` (bicubic), as
+  their evaluation saw the images (attncnn.data.crops, there with an antialiased resize).
 - "crop": the shorter side resized to H / crop_ratio, then the centred H x W crop.
   `imagenet` weights: crop_ratio 0.875, bilinear (its evaluation transform, 256 -> 224).
   Any other source (cifar10, cifar100, digits: fixed-size images with no resizing of
@@ -131,8 +134,13 @@ class ImageInput:
             raise AttncnnError(f"crop ratio must be in (0, 1], got {crop_ratio}")
         _, h, w = (int(v) for v in meta["input_size"])
         source = (meta.get("summary") or {}).get("data_source")
+        recorded = (meta.get("summary") or {}).get("data_input") or {}
         small = max(h, w) <= SMALL
-        if source == "folder":
+        if source == "folder" and recorded.get("train_crop") == "random_resized":
+            fit, ratio, resample = "crop", float(recorded.get("eval_crop_ratio", 0.875)), "bicubic"
+        elif source == "folder" and recorded.get("image_fit") == "crop":
+            fit, ratio, resample = "crop", 1.0, "bicubic"
+        elif source == "folder":
             fit, ratio, resample = "resize", 1.0, "bicubic"
         elif source == "imagenet":
             fit, ratio, resample = "crop", 0.875, "bilinear"

@@ -1,6 +1,7 @@
 """Batches made on the training device: the data set lives there as uint8, augmentation is a
-few batched tensor ops (random crop from a zero-padded image, horizontal flip, normalise),
-no per-sample Python and no DataLoader workers (the airbench way).
+few batched tensor ops (random crop from a zero-padded image, or ImageNet's random-resized
+crop (attncnn.data.crops); horizontal flip; normalise), no per-sample Python and no
+DataLoader workers (the airbench way).
 
 Order and augmentation are pure functions of (seed, epoch, step): a run resumed at step k
 of an epoch sees exactly the batches an uninterrupted run would, and with N ranks each rank
@@ -16,7 +17,10 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
+from attncnn.data.crops import random_boxes, resized_crops
 from attncnn.data.dataset import ArrayDataset
+
+TRAIN_CROPS = ("pad", "random_resized")
 
 
 class BatchLoader(Protocol):
@@ -133,7 +137,9 @@ class ShardedCounts:
 class DeviceLoader(ShardedCounts):
     """Iterates an `ArrayDataset` in batches of normalised float tensors on `device`.
 
-    train=True: shuffled each epoch, drop_last, crop+flip when `augment`.
+    train=True: shuffled each epoch, drop_last, crop+flip when `augment`: train_crop "pad"
+        crops the image's size from the image zero-padded by crop_padding; "random_resized"
+        resizes a random box of crop_scale of the area to crop_size x crop_size.
     train=False: in order, every sample once, no augmentation.
     `batch_size` is the global batch; rank r of `world_size` yields its 1/world_size share.
     A `BatchLoader`; `data` is the ArrayDataset it batches.
@@ -142,7 +148,10 @@ class DeviceLoader(ShardedCounts):
     def __init__(self, data: ArrayDataset, batch_size: int, *, train: bool,
                  device: torch.device | str = "cpu", seed: int = 0, augment: bool = True,
                  crop_padding: int = 4, flip: bool = True, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False):
+                 channels_last: bool = False, train_crop: str = "pad",
+                 crop_size: int | None = None, crop_scale: tuple[float, float] = (0.08, 1.0)):
+        if train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if train and batch_size % world_size:
@@ -153,10 +162,14 @@ class DeviceLoader(ShardedCounts):
         self.augment, self.crop_padding, self.flip = augment and train, crop_padding, flip
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
+        self.resized = self.augment and train_crop == "random_resized"
+        self.crop_scale = tuple(crop_scale)
         self.size = tuple(data.images.shape[-2:])
+        if self.resized:
+            self.size = (crop_size or self.size[0],) * 2
         # Padded once, on the host, so that only the padded copy reaches the device (CIFAR
         # train: 50k x 3 x 40 x 40 uint8 = 240 MB) and a batch's crop is a row copy + a gather.
-        pad = crop_padding if self.augment else 0
+        pad = crop_padding if self.augment and not self.resized else 0
         images = F.pad(data.images, (pad,) * 4) if pad else data.images
         self.images = images.contiguous().to(self.device)   # uint8 [N, 3, H+2p, W+2p]
         self.labels = data.labels.to(self.device)
@@ -174,7 +187,13 @@ class DeviceLoader(ShardedCounts):
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x float [b, 3, H, W], y int64 [b]) for steps start_step.. of `epoch`."""
         if self.train:
-            for index, dy, dx, mirror in self._train_plan(epoch, start_step):
+            plan, boxes = self._train_plan(epoch, start_step)
+            for step, (index, dy, dx, mirror) in enumerate(plan):
+                if self.resized:
+                    pixels = resized_crops(self.images[index], boxes[step], mirror.bool(),
+                                           self.size[0])
+                    yield self._normalise(pixels), self.labels[index]
+                    continue
                 if self.augment:
                     images = crop_flip(self.images, index, dy, dx, mirror.bool(), self.size)
                 else:
@@ -189,10 +208,11 @@ class DeviceLoader(ShardedCounts):
     def __iter__(self):
         return self.epoch(0)
 
-    def _train_plan(self, epoch: int, start_step: int) -> torch.Tensor:
+    def _train_plan(self, epoch: int, start_step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """int64 [steps, 4, batch_size / world_size] on the device: this rank's (index, dy,
         dx, mirror) for each step start_step.. of `epoch`, drawn on the CPU in one go and
-        sent in one copy (pinned and asynchronous on CUDA, so the host does not wait)."""
+        sent in one copy (pinned and asynchronous on CUDA, so the host does not wait); and,
+        for random-resized crops, float [steps, batch_size / world_size, 4] boxes, else None."""
         gen = seeded_generator(self._seed, epoch)
         order = torch.randperm(len(self.labels), generator=gen)
         layout = (len(self), self.batch_size)                  # the epoch's global batches
@@ -203,12 +223,22 @@ class DeviceLoader(ShardedCounts):
             # world_size: a sample's crop and flip depend on (seed, epoch, position) alone
             plan[1:3] = torch.randint(0, 2 * self.crop_padding + 1, (2, *layout), generator=gen)
             plan[3] = (torch.rand(layout, generator=gen) < 0.5) & self.flip
+        boxes = None
+        if self.resized:
+            plan[1:3] = 0
+            height, width = self.images.shape[-2:]
+            boxes = random_boxes(gen, layout, height, width, self.crop_scale)
         local = self.batch_size // self.world_size
-        plan = plan[:, start_step:, self.rank * local:(self.rank + 1) * local]
-        plan = plan.transpose(0, 1).contiguous()               # [steps, 4, local]
+        mine = slice(self.rank * local, (self.rank + 1) * local)
+        plan = plan[:, start_step:, mine].transpose(0, 1).contiguous()    # [steps, 4, local]
+        if boxes is not None:
+            boxes = self._to_device(boxes[start_step:, mine].contiguous())  # [steps, local, 4]
+        return self._to_device(plan), boxes
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
-            return plan.pin_memory().to(self.device, non_blocking=True)
-        return plan.to(self.device)
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.mean) / self.std

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from attncnn.data.config import DataConfig
+from attncnn.data.crops import centre_view
 from attncnn.data.dataset import ArrayDataset
 from attncnn.data.loader import BatchLoader, DeviceLoader, train_seed
 from attncnn.errors import AttncnnError, did_you_mean
@@ -74,14 +75,17 @@ def _import_builtin_sources() -> None:
 
 
 def load_split(cfg: DataConfig, split: str) -> ArrayDataset:
-    """The decoded `split` of a small-image source; "val" is carved out of train."""
-    fn, streaming, _ = _get_source(cfg.name)
+    """The decoded `split` of a small-image source. With data.val_fraction > 0, "val" is
+    the share held out of train (and "train" the rest), even where a folder has a split
+    named "val"; with val_fraction 0, "val" is a folder source's own "val" folder (as in
+    Imagenette), and an error for sources with fixed splits."""
+    fn, streaming, fixed_splits = _get_source(cfg.name)
     if streaming:
         raise AttncnnError(f"data set {cfg.name!r} streams from disk; it has no in-memory split")
     if split in ("val", "train") and cfg.val_fraction > 0:
         train, val = split_validation(fn(cfg, cfg.train_split), cfg.val_fraction, cfg.seed)
         return val if split == "val" else train
-    if split == "val":
+    if split == "val" and fixed_splits is not None:
         raise AttncnnError("eval_split 'val' needs data.val_fraction > 0 (a share of train held out)")
     return fn(cfg, split)
 
@@ -159,7 +163,9 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
     train = load_split(cfg, cfg.train_split)
     if cfg.train_subset is not None:  # after any val hold-out, which keeps its share of all
         train = train_subset(train, cfg.train_subset, cfg.seed)
-    evaluation = load_split(cfg, cfg.eval_split)
+    evaluation = eval_input(load_split(cfg, cfg.eval_split), cfg)
+    if not cfg.augment:             # whole training images, seen as evaluation sees them
+        train = eval_input(train, cfg)
     if train.classes != evaluation.classes:
         raise AttncnnError(f"{cfg.name}: train and {cfg.eval_split} splits have different classes")
     # One normalisation for both: a model is evaluated on the inputs it was trained on.
@@ -168,9 +174,19 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
     return Loaders(
         train=DeviceLoader(train, cfg.batch_size, train=True, seed=train_seed(cfg.seed, run_seed),
                            augment=cfg.augment, crop_padding=cfg.crop_padding, flip=cfg.flip,
-                           **common),
+                           train_crop=cfg.train_crop, crop_size=cfg.crop_size,
+                           crop_scale=cfg.crop_scale, **common),
         eval=DeviceLoader(evaluation, cfg.eval_batch_size, train=False, seed=cfg.seed, **common),
         classes=list(train.classes), name=train.name or cfg.name,
         mean=tuple(train.mean), std=tuple(train.std),
-        input_size=(3, *train.images.shape[2:]),
+        input_size=(3, *evaluation.images.shape[2:]),
     )
+
+
+def eval_input(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
+    """`data` as evaluation shows it to the model: with random-resized training crops, each
+    image's centre crop_size square after resizing its shorter side to crop_size /
+    eval_crop_ratio (attncnn.data.crops.centre_view); otherwise as decoded."""
+    if cfg.train_crop != "random_resized":
+        return data
+    return centre_view(data, cfg.crop_size or data.images.shape[-1], cfg.eval_crop_ratio)

@@ -302,7 +302,8 @@ class _Run:
                        "data_source": cfg.data.name,   # with data_root: which data
                        "data_root": Path(cfg.data.root).name if cfg.data.root else None,
                        "epochs": len(self.history), "final": final,
-                       "eval_flip": cfg.data.eval_flip}
+                       "eval_flip": cfg.data.eval_flip,
+                       "data_input": cfg.data.input_settings()}
             try:
                 weights = export_weights(self.run_dir, self.net, loaders, summary)
             except OSError as err:  # e.g. a full disk: one line; last.pt holds the weights

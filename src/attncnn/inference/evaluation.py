@@ -27,7 +27,7 @@ def eval_batches(cfg: DataConfig, split: str, mean, std, device):
     weights' normalisation; streaming sources (ImageNet) use their own eval loader.
     """
     from attncnn.data import DeviceLoader
-    from attncnn.data.sources import build_loaders, is_streaming, load_split
+    from attncnn.data.sources import build_loaders, eval_input, is_streaming, load_split
 
     if is_streaming(cfg.name):
         loaders = build_loaders(dataclasses.replace(cfg, eval_split=split), device)
@@ -38,7 +38,7 @@ def eval_batches(cfg: DataConfig, split: str, mean, std, device):
                                f"std {list(std)}")
         ev = loaders.eval
         return ev, list(loaders.classes), loaders.name, ev.num_samples, loaders.input_size[1:]
-    data = load_split(cfg, split)
+    data = eval_input(load_split(cfg, split), cfg)
     data = dataclasses.replace(data, mean=tuple(mean), std=tuple(std))
     loader = DeviceLoader(data, cfg.eval_batch_size, train=False, device=device)
     return loader, list(data.classes), data.name or cfg.name, len(data), tuple(data.images.shape[2:])
@@ -103,10 +103,15 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
     started, t0 = utc_now(), time.perf_counter()
     device = torch.device(device)
     model, meta = create_model_from_weights(weights, device)
+    notes = []
+    training = meta.get("summary") or {}
+    if training.get("data_source") == cfg.name:
+        cfg, taken = cfg.with_input_settings(training.get("data_input"))
+        if taken:
+            notes.append(f"data.{', data.'.join(taken)} as in the weights' training run")
     batches, classes, name, count, image_size = eval_batches(cfg, split, meta["mean"],
                                                              meta["std"], device)
     check_classes(weights, meta["classes"], cfg.name, classes)
-    notes = []
     trained_name = data_name_from_weights(cfg, name, meta)
     if trained_name is not None:
         notes.append(f"data named {trained_name!r} as in the weights' training run (it would "
