@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The CPU tiers' experiments (docs/cpu_cifar10.md, docs/cpu_imagenette.md), run or continued
+# from a git worktree at a fixed commit, so that code changes on main cannot touch a run that
+# is under way (results record the commit). Run it again in the next session and it carries
+# on: `attncnn sweep` skips finished runs, resumes interrupted ones from their checkpoint and
+# publishes each finished run into this repository's results/ (float16 weights, re-checked).
+#
+#   scripts/cpu_sweep.sh tier        # CIFAR-10: the six rows x seeds 0, 1, 2 on the test half
+#   scripts/cpu_sweep.sh val         # CIFAR-10: the recipe's validation frontier (24 epochs)
+#   scripts/cpu_sweep.sh imagenette  # Imagenette: the four rows x seeds 0, 1 on the val half
+#   scripts/cpu_sweep.sh imagenette_val   # Imagenette: the recipe's check on held-out train
+#   scripts/cpu_sweep.sh tier --dry-run   # what is done, what resumes, what is new
+#   ROWS="resnet20 attn_resnet20_stage" SEEDS=1 scripts/cpu_sweep.sh tier
+#                                    # a second job on the other core: a subset the first
+#                                    # job will not reach meanwhile
+#
+# Needs a Python with torch and attncnn's dependencies (the README's set-up), the data at
+# $DATA (default: ../shared/data/<the job's tarball>), and one core per job: each job runs
+# with one torch thread, so two can share a 2-core machine. Run directories live under $RUNS
+# (outside the work tree).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-$HOME/runs}
+SHARED=$(cd "$REPO/.." && pwd)/shared/data
+job=${1:?usage: $0 tier|val|imagenette|imagenette_val [attncnn sweep options]}; shift
+TARBALL=cifar10-jpeg.tar.gz
+case "$job" in
+  tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C='$WT'/configs/cpu_cifar10
+        CONFIGS="$C/resnet20.yaml $C/attn_resnet20_stage.yaml $C/attn_resnet20_stage_residual.yaml
+                 $C/attn_resnet20_block.yaml $C/se_resnet20.yaml $C/cbam_resnet20.yaml"
+        if [ -n "${ROWS:-}" ]; then
+          CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
+        fi
+        SEEDS=${SEEDS:-0 1 2}; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
+  val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
+        CONFIGS='$WT'/configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
+        SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
+  imagenette) COMMIT=841f0609dd3a95eeb8d8edcc41d8af788efd0622; C='$WT'/configs/cpu_imagenette
+        ROWS=${ROWS:-resnet18 attn_resnet18 se_resnet18 cbam_resnet18}
+        CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
+        SEEDS=${SEEDS:-0 1}; OUT=$RUNS/cpu_imagenette; PUB=results/cpu_imagenette
+        TARBALL=imagenette2-160.tar.gz ;;
+  imagenette_val) COMMIT=841f0609dd3a95eeb8d8edcc41d8af788efd0622
+        CONFIGS='$WT'/configs/cpu_imagenette_val/resnet18.yaml
+        SEEDS=0; OUT=$RUNS/cpu_imagenette_val; PUB=results/cpu_imagenette_val
+        TARBALL=imagenette2-160.tar.gz ;;
+  *) echo "unknown job $job (tier, val, imagenette or imagenette_val)" >&2; exit 2 ;;
+esac
+DATA=${DATA:-$SHARED/$TARBALL}
+WT=${WT:-$HOME/exp/wt-${COMMIT:0:7}}
+if [ ! -d "$WT/src" ]; then
+  git -C "$REPO" worktree add --detach "$WT" "$COMMIT"
+fi
+[ -f "$DATA" ] || { echo "no CIFAR-10 JPEG copy at $DATA (set DATA=...)" >&2; exit 2; }
+# a worktree whose main checkout was re-cloned has no git metadata: the stamp names the commit
+export PYTHONPATH="$WT/src" ATTNCNN_GIT_COMMIT=$COMMIT ATTNCNN_GIT_DIRTY=0
+# the code and configs are the worktree's; run from this checkout so that the published
+# files name their weights relative to it (results/weights/...)
+cd "$REPO"
+CONFIGS=${CONFIGS//'$WT'/$WT}
+# shellcheck disable=SC2086
+exec python -m attncnn sweep $CONFIGS --seeds $SEEDS --out-dir "$OUT" \
+  --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
+  --threads 1 -q "$@"
