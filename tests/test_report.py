@@ -502,3 +502,11 @@ def test_table_without_a_baseline_shows_seeds_and_time_only(tmp_path):
     assert "Seed by seed, and wall time:" in section
     assert "| 70.00 (s0) | 10.0 min |" in section
     assert "Verdict" not in section and "vs baseline" not in section
+
+
+def test_split_label_tells_a_held_out_val_split_from_a_folders_own():
+    from attncnn.analysis.report_runs import split_label
+
+    assert split_label({"eval_split": "val", "val_fraction": 0.1}) == "val (10% held out of train)"
+    assert split_label({"eval_split": "val", "val_fraction": 0.0}) == "val"   # e.g. Imagenette's
+    assert split_label({"eval_split": "test"}) == "test"

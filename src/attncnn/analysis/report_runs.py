@@ -109,7 +109,7 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
     if not tags.get("row") and model_args.get("attention") and model_args.get("attention_placement"):
         row += f" ({model_args['attention_placement']})"
     setting = Setting(
-        data_name=data_name, eval_split=str(data.get("eval_split", "?")),
+        data_name=data_name, eval_split=split_label(data),
         num_train=data.get("num_train"), num_eval=data.get("num_eval"), epochs=epochs,
         schedule=str(recipe.get("schedule", "?")), batch_size=recipe.get("batch_size"),
         lr=recipe.get("lr"), model=model, model_args=json.dumps(model_args, sort_keys=True),
@@ -182,3 +182,11 @@ def load_runs(paths: list[str | Path], dataset_ids: dict[str, str] | None = None
     return runs, skipped
 
 
+def split_label(data: dict) -> str:
+    """The eval split as a reader needs it: "test", or "val (10% held out of train)" where
+    the run held a share of train out (a folder may also have a split of its own named val)."""
+    split = str(data.get("eval_split", "?"))
+    held = data.get("val_fraction") or 0
+    if split == "val" and held > 0:
+        return f"val ({held:.0%} held out of train)"
+    return split

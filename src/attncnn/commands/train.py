@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
+    from attncnn.analysis.report_runs import split_label
     from attncnn.engine.config import load_config
     from attncnn.engine.metrics import percent
     from attncnn.engine.train import resume_config, train
@@ -45,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if record.get("env", {}).get("world_size", 1) > 1 and not _is_rank0():
         return _exit_code(record, signal)
     final = record.get("final")
-    where = f"{record['data']['name']} ({record['data']['eval_split']})"
+    where = f"{record['data']['name']} ({split_label(record['data'])})"
     if final is not None:
         print(f"{record['status']}: {record['model']} after {record['epochs_completed']} epochs: "
-              f"test top-1 {final['top1']:.2f}%, top-5 {percent(final['top5'])} on {where}; "
+              f"{record['data']['eval_split']} top-1 {final['top1']:.2f}%, top-5 {percent(final['top5'])} on {where}; "
               f"run dir {record['run_dir']}")
     else:
         print(f"{record['status']}: {record['model']} after {record['epochs_completed']} epochs "

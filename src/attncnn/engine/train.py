@@ -311,6 +311,7 @@ class _Run:
                                    f"{err.strerror or err}; free space, then resume") from None
         data = {"source": cfg.data.name, "name": loaders.name,
                 "train_split": cfg.data.train_split, "eval_split": cfg.data.eval_split,
+                "val_fraction": cfg.data.val_fraction,
                 "num_train": loaders.train.num_samples, "num_eval": loaders.eval.num_samples,
                 "classes": list(loaders.classes)}
         record = results_record(
