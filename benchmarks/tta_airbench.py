@@ -197,13 +197,16 @@ def _cpu_net(ab, options: AirbenchOptions, precision: str, smoke: bool):
         net = ab.lib_airbench94.make_net94(widths=_widths(ab, options, smoke))
     net[0].weight.requires_grad = not options.whiten
     if precision == "bf16":
-        plain = net.forward
-
-        def forward(x):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return plain(x).float()
-        net.forward = forward
+        net.__class__ = _Bf16Sequential  # same modules and parameter names, net[0] still works
     return net
+
+
+class _Bf16Sequential(torch.nn.Sequential):
+    """airbench's nn.Sequential net, its forward under CPU bf16 autocast, fp32 logits out."""
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().forward(x).float()
 
 
 @contextlib.contextmanager
