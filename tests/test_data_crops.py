@@ -182,3 +182,13 @@ def test_weights_carry_the_input_settings_to_eval_and_predict(tmp_path):
     assert any("data.class_names" in n and "data.crop_size" in n for n in result["notes"])
     spec = ImageInput.for_weights(meta)
     assert (spec.fit, spec.crop_ratio, spec.size) == ("crop", 0.875, (16, 16))
+    # explain: --data folder prepares samples as evaluation did; files get their true class
+    # from the class folder's display name
+    from attncnn.commands.explain import _load_inputs
+    args = type("Args", (), dict(data="folder", data_root=str(root), split="val", num=3, seed=0,
+                                 score=False, images=[]))()
+    images, labels, _, classes, _, _ = _load_inputs(args, [{"meta": meta}])
+    assert images.shape == (3, 3, 16, 16) and classes == ["cat", "dog"]
+    files = type("Args", (), dict(data=None, images=[str(root / "val" / "n002" / "0.png")]))()
+    _, labels, _, _, _, _ = _load_inputs(files, [{"meta": meta, "input": spec}])
+    assert labels.tolist() == [1]

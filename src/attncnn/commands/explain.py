@@ -192,9 +192,13 @@ def _load_inputs(args, models: list[dict]):
         raise AttncnnError("give images (files or folders) or --data NAME, not both or neither")
     if args.data:
         from attncnn.data.config import DataConfig
-        from attncnn.data.sources import load_split
+        from attncnn.data.sources import eval_input, load_split
 
-        data = load_split(DataConfig(name=args.data, root=args.data_root), args.split)
+        cfg = DataConfig(name=args.data, root=args.data_root)
+        training = meta.get("summary") or {}
+        if training.get("data_source") == args.data:  # prepared as the weights' training was
+            cfg, _ = cfg.with_input_settings(training.get("data_input"))
+        data = eval_input(load_split(cfg, args.split), cfg)
         num = args.num if args.num is not None else (len(data) if args.score else 8)
         if num < 1:
             raise AttncnnError(f"--num must be >= 1, got {num}")
@@ -225,8 +229,10 @@ def _load_inputs(args, models: list[dict]):
                            f"{' '.join(args.images)}")
     images = torch.stack(decoded)
     classes = list(meta["classes"])
-    # A folder per class (ImageNet layout): the parent folder's name is the true class.
-    parents = [Path(f).parent.name for f in files]
+    # A folder per class (ImageNet layout): the parent folder's name is the true class, by
+    # the display names the weights' training gave its class folders (data.class_names).
+    renamed = ((meta.get("summary") or {}).get("data_input") or {}).get("class_names") or {}
+    parents = [renamed.get(Path(f).parent.name, Path(f).parent.name) for f in files]
     labels = None
     if all(p in classes for p in parents):
         labels = torch.tensor([classes.index(p) for p in parents])
