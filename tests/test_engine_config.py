@@ -221,6 +221,10 @@ def test_a_data_root_found_nowhere_names_both_places_in_one_line(tmp_path, monke
     assert load_config(config).data.root == "../shared/data/x.tar.gz"  # unchecked: as given
     assert main(["train", "-c", str(config), "--out-dir", str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"attncnn: error: {message}"]
+    assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 2  # positional
+    assert capsys.readouterr().err.strip().splitlines() == [f"attncnn: error: {message}"]
+    assert main(["train", str(config), "-c", "other.yaml"]) == 2
+    assert "two configs given" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
     # CIFAR with download: true may name the archive it is about to fetch
     load_config(None, ["data.name=cifar10", "data.root=nope/c.tar.gz", "data.download=true"],

@@ -1,4 +1,4 @@
-"""`attncnn train --config FILE [--set k=v ...] [--resume RUN_DIR]`: train and report.
+"""`attncnn train [CONFIG | --config FILE] [--set k=v ...] [--resume RUN_DIR]`: train and report.
 
 Runs under torchrun as well: `torchrun --nproc_per_node=N -m attncnn train ...`.
 Exit status: 0 finished, 2 an error (one line), 130 / 143 stopped by SIGINT / SIGTERM
@@ -13,6 +13,8 @@ HELP = "train a model from a config file (or resume a run) and print its test ac
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config_file", nargs="?", metavar="CONFIG",
+                   help="YAML run config (the same as --config)")
     p.add_argument("--config", "-c", help="YAML run config (e.g. configs/quickstart.yaml); "
                    "optional with --resume, which reuses the run's own config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from attncnn.engine.train import resume_config, train
     from attncnn.errors import AttncnnError
 
+    if args.config_file and args.config and args.config_file != args.config:
+        raise AttncnnError(f"two configs given: {args.config_file} and --config {args.config}")
+    args.config = args.config or args.config_file
     overrides = list(args.overrides)
     if args.out_dir:
         overrides.append(f"run.out_dir={args.out_dir}")
