@@ -137,3 +137,37 @@ def test_bad_layouts_and_corrupt_files(tmp_path):
     assert (two.eval.num_samples, two.eval.num_samples_per_rank) == (6, 3)
     with pytest.raises(AttncnnError, match="not found"):
         build_loaders(cfg_for(tmp_path / "nowhere"))
+
+
+def test_files_are_read_as_predict_reads_them(tmp_path):
+    """An EXIF-rotated JPEG, transparency and 16-bit greyscale reach training and evaluation
+    as `predict` feeds imagenet weights the same files (data.image_input), not as a plain
+    convert("RGB") decodes them (stored sideways, transparent pixels black, grey clipped)."""
+    from attncnn.data.image_input import ImageInput
+
+    root = tmp_path / "in"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+    y, x = np.mgrid[0:24, 0:40]
+    ramp = np.stack([x * 6, y * 10, (x * y) % 256], -1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # "turn 90 clockwise to view"
+    Image.fromarray(ramp).transpose(Image.ROTATE_90).save(
+        root / "val" / "a" / "1_sideways.jpg", exif=exif.tobytes(), quality=95)
+    rgba = np.dstack([ramp, np.tile(np.arange(40) * 6, (24, 1))]).astype(np.uint8)
+    Image.fromarray(rgba).save(root / "val" / "a" / "2_alpha.png")
+    Image.fromarray((x * 1600 + y * 40).astype(np.uint16)).save(root / "val" / "a" / "3_grey16.png")
+    for f in (root / "val" / "a").iterdir():
+        (root / "train" / "a" / f.name).write_bytes(f.read_bytes())
+    files = sorted((root / "val" / "a").iterdir())
+
+    loaders = build_loaders(cfg_for(root, batch_size=3, eval_batch_size=3))
+    spec = ImageInput.for_weights({"input_size": [3, 16, 16], "mean": loaders.mean,
+                                   "std": loaders.std, "summary": {"data_source": "imagenet"}})
+    (x_eval, _), = loaders.eval.epoch(0)
+    assert torch.allclose(x_eval, torch.stack([spec.prepare(f) for f in files]), atol=1e-5)
+    # training decodes through the same reader (augment off: the same centre crop)
+    train_files = build_loaders(cfg_for(root, batch_size=3, augment=False)).train.files
+    for i, (path, _) in enumerate(train_files.samples):
+        pixels, _, _, ok = train_files[(i, 0)]
+        assert ok and torch.equal(pixels, spec.read(path))

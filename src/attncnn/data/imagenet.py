@@ -10,7 +10,9 @@ Layout (root = data.root):
 
 Training crops a random region of 8-100 % of the area with aspect ratio 3/4-4/3, resizes it to
 `image_size` (224) and flips it half the time; evaluation resizes the short side to
-image_size / 0.875 (256) and takes the centre crop. All with PIL (no torchvision). Every random
+image_size / 0.875 (256) and takes the centre crop. All with PIL (no torchvision). Files are
+read by `attncnn.data.image_input.open_rgb`, as predict and explain read them (EXIF
+orientation, 16-bit greyscale scaled, transparent pixels on white). Every random
 draw comes from a generator seeded by (seed, epoch, sample index), so batches do not depend on
 the number of workers or on which worker served a sample; a run resumed at step k of an epoch
 sees the batches an uninterrupted run would, and rank r of N takes its slice of the global batch.
@@ -29,6 +31,7 @@ from PIL import Image
 
 from attncnn.data.config import DataConfig
 from attncnn.data.decode import image_suffixes
+from attncnn.data.image_input import open_rgb
 from attncnn.data.loader import ShardedCounts, normalisation, seeded_generator, train_seed
 from attncnn.data.sources import Loaders, register_source
 from attncnn.errors import AttncnnError
@@ -133,15 +136,14 @@ class ImageFiles(torch.utils.data.Dataset):
         index, epoch = key
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if self.train:
-                    gen = seeded_generator(self.seed, epoch, index, 11)
-                    img = random_resized_crop(img, self.size, gen)
-                    if self.flip and torch.rand(1, generator=gen).item() < 0.5:
-                        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-                else:
-                    img = resize_centre_crop(img, self.size)
+            img = open_rgb(path)   # the pixels predict/explain read from this file
+            if self.train:
+                gen = seeded_generator(self.seed, epoch, index, 11)
+                img = random_resized_crop(img, self.size, gen)
+                if self.flip and torch.rand(1, generator=gen).item() < 0.5:
+                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            else:
+                img = resize_centre_crop(img, self.size)
             x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
             return x, label, index, True
         except Exception:  # noqa: BLE001 - reported by name in the main process
