@@ -156,6 +156,8 @@ def test_bad_crop_settings_and_unknown_class_folders_are_one_line_errors(tmp_pat
         assert "\n" not in str(err.value) and "c.yaml: data." in str(err.value)
     with pytest.raises(AttncnnError, match="class_names names the class folders of a 'folder'"):
         DataConfig(name="digits", class_names={"a": "b"}).validate()
+    with pytest.raises(AttncnnError, match="'imagenet' makes its own random-resized crops"):
+        DataConfig(name="imagenet", train_crop="random_resized").validate()
 
 
 def test_weights_carry_the_input_settings_to_eval_and_predict(tmp_path):

@@ -103,6 +103,9 @@ class DataConfig:
             bad("image_size", f"must be >= 1 (or null), got {self.image_size}")
         check_choice(self.image_fit, IMAGE_FITS, f"{source}: data.image_fit")
         check_choice(self.train_crop, TRAIN_CROPS, f"{source}: data.train_crop")
+        if self.train_crop != "pad" and self.name in source_names() and is_streaming(self.name):
+            bad("train_crop", f"is for in-memory sources; {self.name!r} makes its own "
+                              f"random-resized crops (data.image_size)")
         if self.crop_size is not None and self.crop_size < 1:
             bad("crop_size", f"must be >= 1 (or null), got {self.crop_size}")
         low, high = self.crop_scale
