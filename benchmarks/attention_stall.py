@@ -19,22 +19,30 @@ import torch
 
 import attncnn.engine.train as engine
 from attncnn.engine.config import load_config
-from attncnn.models.attention import SpatialSoftmaxAttention
+from attncnn.models.attention import AttentionModule, SpatialSoftmaxAttention
 
 
 class Monitor:
     def __init__(self, path: str, every: int):
         self.out, self.every, self.step, self.row = open(path, "w"), every, 0, None
 
+    def __deepcopy__(self, memo):
+        """The engine's count_macs deep-copies the model, hooks included; a hook bound to
+        this monitor is copied as the same monitor (its open file cannot be copied)."""
+        return self
+
     def attach(self, model: torch.nn.Module) -> torch.nn.Module:
         self.model = model
         self.attn = [(n, m) for n, m in model.named_modules() if isinstance(m, SpatialSoftmaxAttention)]
         for name, m in self.attn:
             m.register_forward_hook(self._attention_hook(name))
-        # convs of each stage (stem counts as stage "stem"): the ones the maps gate
+        # convs of each stage (stem counts as stage "stem"): the ones the maps gate. Not the
+        # attention convs, wherever they sit (placement "stage" names them stages.<i>.<n>.conv)
+        attention_params = {id(p) for _, m in model.named_modules()
+                            if isinstance(m, AttentionModule) for p in m.parameters()}
         self.convs = {}
         for name, p in model.named_parameters():
-            if p.ndim == 4 and ".attention" not in name and "attention." not in name:
+            if p.ndim == 4 and id(p) not in attention_params:
                 group = name.split(".")[0] if name.startswith("stem") else ".".join(name.split(".")[:2])
                 self.convs.setdefault(group, []).append(p)
         return model
