@@ -203,3 +203,20 @@ def test_readme_table_is_generated_from_the_index():
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     assert text[start:end].strip() == render_table().strip(), \
         "README is stale: run attncnn pretrained --readme README.md"
+
+
+def test_predict_fits_files_alike_for_a_file_given_as_pretrained_or_as_weights(tmp_path):
+    """`predict --model M --pretrained FILE` reads image files as `predict --weights FILE`:
+    the weights' training summary (data_source: folder -> the whole image resized) travels
+    with the model, instead of the by-size centre crop of weights that record no source."""
+    from attncnn.data.image_input import ImageInput
+    from attncnn.inference.weights import save_weights
+    from attncnn.pretrained.load import model_for_prediction
+
+    model = create_model("resnet20_cifar")   # as --model builds it: depth 20, 10 classes
+    path = save_weights(tmp_path / "folder.safetensors", model, classes=list("abcdefghij"),
+                        mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, 32, 32),
+                        summary={"data_source": "folder"})
+    _, meta = model_for_prediction("resnet20_cifar", str(path))
+    _, as_weights = create_model_from_weights(path)
+    assert ImageInput.for_weights(meta).fit == ImageInput.for_weights(as_weights).fit == "resize"

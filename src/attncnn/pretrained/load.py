@@ -241,6 +241,9 @@ class PretrainedSource:
             "mean": mean,
             "std": std,
             "input_size": input_size,
+            # how the weights' training data was prepared (summary.data_source, data_input):
+            # predict fits image files by it, as it does for the same file given as --weights
+            "summary": meta.get("summary") if meta is not None else None,
         }
         if self.entry is not None:
             for key in ("model", "tag", "top1", "data", "split", "results", "commit"):
