@@ -58,3 +58,10 @@ def test_one_resolve_device_for_every_command(monkeypatch):
         engine.resolve_device("cuda:1", what="run.device")
     with pytest.raises(AttncnnError, match=r"^--device=gpu: unknown device; use auto, cpu"):
         engine.resolve_device("gpu", what="--device")
+    # names torch parses but nothing here runs on: one line, not a traceback later
+    for name in ("meta", "xpu"):
+        with pytest.raises(AttncnnError, match=rf"^--device={name}: unknown device"):
+            engine.resolve_device(name, what="--device")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(AttncnnError, match=r"^--device=mps but this torch .* sees no MPS"):
+        engine.resolve_device("mps", what="--device")

@@ -16,15 +16,21 @@ from attncnn.errors import AttncnnError
 
 def resolve_device(name: str, what: str = "device") -> torch.device:
     """`auto` -> cuda where torch sees a GPU, else cpu; any other name (cpu, cuda, cuda:N,
-    mps) as torch names it, checked: an unknown name, or CUDA where torch has none, is one
-    AttncnnError line. `what` names the setting in that line (run.device, --device)."""
+    mps) as torch names it, checked: an unknown name, a device type other than those (meta,
+    xpu, ...), or CUDA or MPS where torch has none, is one AttncnnError line. `what` names
+    the setting in that line (run.device, --device)."""
     if name == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise AttncnnError(f"{what}={name}: unknown device; use auto, cpu, cuda or "
                            f"cuda:N") from None
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AttncnnError(f"{what}={name} but this torch ({torch.__version__}) sees no MPS "
+                           f"device; use {what}=cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise AttncnnError(f"{what}={name} but this torch ({torch.__version__}) sees no "
