@@ -118,6 +118,23 @@ def test_git_state_outside_a_checkout_takes_the_stamped_commit(tmp_path, monkeyp
         assert git_state()[0] != "abc1234"  # a real checkout wins over the stamp
 
 
+def test_the_cpu_name_is_read_without_leaking_the_file():
+    import gc
+    import warnings
+
+    import torch
+
+    from attncnn.engine.environment import device_name
+
+    if not Path("/proc/cpuinfo").is_file():
+        pytest.skip("no /proc/cpuinfo")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert "CPU" in device_name(torch.device("cpu"))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 def test_the_training_loader_is_built_with_the_run_seed(tmp_path, monkeypatch, one_thread):  # noqa: F811
     """data.seed + 1000 * run.seed orders and augments the batches, given when the loaders
     are built (nothing re-seeds them afterwards), and results count the whole splits."""
