@@ -26,11 +26,6 @@ class Monitor:
     def __init__(self, path: str, every: int):
         self.out, self.every, self.step, self.row = open(path, "w"), every, 0, None
 
-    def __deepcopy__(self, memo):
-        """The engine's count_macs deep-copies the model, hooks included; a hook bound to
-        this monitor is copied as the same monitor (its open file cannot be copied)."""
-        return self
-
     def attach(self, model: torch.nn.Module) -> torch.nn.Module:
         self.model = model
         self.attn = [(n, m) for n, m in model.named_modules() if isinstance(m, SpatialSoftmaxAttention)]

@@ -316,3 +316,30 @@ def test_model_init_leaves_softmax_attention_to_itself():
     fan_out = fc1.out_channels * fc1.kernel_size[0] * fc1.kernel_size[1]
     assert fc1.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.3)
     assert not fc1.bias.any()
+
+
+def test_count_macs_copies_the_model_without_its_hooks(tmp_path):
+    """A hook that holds what cannot be copied (an open file) neither breaks count_macs (the
+    engine counts MACs at the end of every run) nor runs during the count, and stays on the
+    model."""
+    from attncnn.models import count_macs
+
+    model = create_model("attn_resnet20_cifar", depth=8)
+    plain = count_macs(model, (3, 32, 32))
+    with open(tmp_path / "log.txt", "w") as log:
+        calls = []
+
+        class Holder:
+            def __init__(self):
+                self.log = log
+
+            def hook(self, module, inputs, output):
+                calls.append(module)
+
+        holder = Holder()
+        handle = model.register_forward_hook(holder.hook)
+        model.stages[0].register_forward_pre_hook(lambda m, i: holder.hook(m, i, None))
+        assert count_macs(model, (3, 32, 32)) == plain and calls == []
+        model(torch.zeros(1, 3, 32, 32))
+        assert len(calls) == 2
+        handle.remove()

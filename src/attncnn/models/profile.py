@@ -22,8 +22,23 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+               "_backward_pre_hooks", "_forward_hooks_with_kwargs",
+               "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
 def _to_meta(model: nn.Module) -> nn.Module:
+    """A copy of `model` on the meta device, without the hooks anyone registered on it: a
+    hook may hold what cannot be copied (an open file, a lock) and has no business running
+    while MACs are counted. A model already on the meta device is used as it is."""
     import copy
 
-    clone = copy.deepcopy(model) if not any(p.is_meta for p in model.parameters()) else model
-    return clone.to("meta")
+    if any(p.is_meta for p in model.parameters()):
+        return model.to("meta")
+    memo = {}
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = module.__dict__.get(attr)
+            if hooks is not None:
+                memo[id(hooks)] = type(hooks)()   # the copy gets an empty one
+    return copy.deepcopy(model, memo).to("meta")
