@@ -223,6 +223,19 @@ def test_other_json_is_skipped_and_duplicates_count_once(tmp_path):
         load_runs([tmp_path])
 
 
+def test_eval_records_beside_a_run_are_not_runs(tmp_path):
+    """`attncnn eval --run RUN` writes RUN/eval-<split>/results.json with the same schema and
+    "kind": "eval"; reporting a runs folder must not count it as another (untagged) run."""
+    write_result(tmp_path, top1=80.0)
+    (tmp_path / "eval-test").mkdir()
+    (tmp_path / "eval-test" / "results.json").write_text(json.dumps(
+        {"schema": "attncnn.result/1", "kind": "eval", "model": "attn_resnet110_cifar",
+         "data": {"source": "folder", "name": JPEG, "split": "test"}, "final": {"top1": 80.0}}))
+    runs, skipped = load_runs([tmp_path])
+    assert len(runs) == 1 and runs[0].tables == ("table1",)
+    assert len(skipped) == 1 and "eval record" in skipped[0]
+
+
 def test_untagged_runs_get_their_own_table(tmp_path):
     write_result(tmp_path, table=None, model="resnet20_cifar", top1=75.0)
     runs, _ = load_runs([tmp_path], {JPEG: "cifar10_jpeg"})

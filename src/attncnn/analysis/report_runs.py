@@ -173,6 +173,9 @@ def load_runs(paths: list[str | Path], dataset_ids: dict[str, str] | None = None
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             skipped.append(f"{path} (not {SCHEMA})")
             continue
+        if doc.get("kind", "train") != "train":  # `attncnn eval` records (RUN/eval-<split>/)
+            skipped.append(f"{path} (an {doc['kind']} record, not a training run)")
+            continue
         run = parse_run(path, doc, dataset_ids or {})
         if run.identity in seen and run.identity[2] is not None:
             skipped.append(f"{path} (duplicate of a run already read)")
