@@ -48,6 +48,22 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypat
     assert results["epochs_completed"] == 1
 
 
+def test_a_failure_to_record_a_failed_run_neither_hides_its_error_nor_leaves_the_log_open(
+        tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.setattr(train_module, "build_loss", nan_after(3))
+    closed = []
+    monkeypatch.setattr(train_module.MetricsLog, "close", lambda self: closed.append(True))
+
+    def full_disk(self, *args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(train_module._Run, "_finish", full_disk)
+    with pytest.raises(NonFiniteLossError, match="loss is NaN/inf"):
+        train(toy_config(tmp_path, schedule={"epochs": 2}), quiet=True)
+    assert closed == [True]
+    assert "results could not be written (No space left on device)" in capsys.readouterr().err
+
+
 def test_the_cli_prints_a_nan_stop_as_one_line(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.setattr(train_module, "build_loss", nan_after(1))
     path = tmp_path / "c.yaml"

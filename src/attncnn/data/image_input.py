@@ -1,7 +1,8 @@
 """Image files -> model input: the one way attncnn turns an image file into pixels.
 
-`predict`, `explain` (on image files) and the `folder` reader (training, and `eval` on
-folder data) all read files here, so one file reaches one model as the same pixels.
+`predict`, `explain` (on image files), the `folder` reader (training, and `eval` on folder
+data) and the `imagenet` reader all read files here (`open_rgb`), so one file reaches one
+model as the same pixels.
 
     spec = ImageInput.for_weights(meta)       # meta: the weights metadata
     pixels = spec.read("photo.jpg")           # uint8 [3, H, W]

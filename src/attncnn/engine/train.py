@@ -4,8 +4,9 @@
 
 What happens, in order: pick the device and join the process group (torchrun), build the
 loaders (seeded by data.seed and run.seed) and the model, restore a checkpoint when
-resuming, then for every epoch run the steps (engine/loop.py, engine/step.py; bf16
-autocast, channels_last and torch.compile on CUDA by default), evaluate, log, checkpoint.
+resuming, then for every epoch run the steps (engine/loop.py, engine/step.py; by default
+bf16 autocast on CUDA and on CPUs with bf16 in hardware, channels_last on both, torch.compile
+on CUDA), evaluate, log, checkpoint.
 Finally write results.json and the weights file (engine/run_dir.py).
 
 Stops (engine/loop.py):
@@ -17,6 +18,7 @@ Stops (engine/loop.py):
 from __future__ import annotations
 
 import dataclasses
+import sys
 import signal
 import time
 from pathlib import Path
@@ -37,7 +39,7 @@ from attncnn.engine.results import results_record, write_json_atomic
 from attncnn.engine.run_dir import (WEIGHTS, choose_run_dir, export_weights, trim_metrics,
                                     write_text_atomic)
 from attncnn.engine.step import autocast_dtype, make_train_step
-from attncnn.errors import AttncnnError
+from attncnn.errors import AttncnnError, first_line
 from attncnn.models import count_macs, count_params, create_model
 
 __all__ = ["NonFiniteLossError", "resume_config", "train"]
@@ -230,8 +232,16 @@ class _Run:
         finally:
             stop.restore()
             self.progress.close()
-            record = self._finish(status, error, stop.signum)
-            self.log.close()
+            try:
+                record = self._finish(status, error, stop.signum)
+            except Exception as finish_error:
+                if error is None:
+                    raise
+                # the run's own error is the one to see; this one only costs its record
+                print(f"attncnn: warning: the failed run's results could not be written "
+                      f"({first_line(finish_error)})", file=sys.stderr)
+            finally:
+                self.log.close()
         return record
 
     def _train_epoch(self, stop: StopRequest) -> bool:
