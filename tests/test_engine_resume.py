@@ -85,8 +85,13 @@ def test_sigterm_saves_at_the_step_and_resume_is_bit_identical(tmp_path, referen
     assert (saved["epoch"], saved["step"]) == (1, 2)  # the signalled step was finished
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     monkeypatch.undo()
-    train(cfg, resume=run_dir, quiet=True)
+    resumed = train(cfg, resume=run_dir, quiet=True)
     assert_same_weights(final_state(run_dir)["model"], ref_state["model"])
+    # the resumed run's wall time adds the first session's (up to its checkpoint)
+    assert (record["sessions"], resumed["sessions"]) == (1, 2)
+    assert resumed["started_at"] == record["started_at"] == saved["started_at"]
+    assert 0 < saved["wall_time_s"] <= record["wall_time_s"]
+    assert resumed["wall_time_s"] > saved["wall_time_s"]
 
 
 def test_checkpoints_hold_plain_values_and_keep_last_prev_best(tmp_path, one_thread):

@@ -523,3 +523,14 @@ def test_split_label_tells_a_held_out_val_split_from_a_folders_own():
     assert split_label({"eval_split": "val", "val_fraction": 0.1}) == "val (10% held out of train)"
     assert split_label({"eval_split": "val", "val_fraction": 0.0}) == "val"   # e.g. Imagenette's
     assert split_label({"eval_split": "test"}) == "test"
+
+
+def test_wall_time_of_a_resumed_run_from_before_sessions_were_kept_is_a_lower_bound():
+    from attncnn.analysis.report_runs import wall_time
+
+    history = [{"epoch_time_s": 100.0}, {"epoch_time_s": 120.0}]
+    assert wall_time({"wall_time_s": 250.0, "history": history}) == (250.0, False)
+    assert wall_time({"wall_time_s": 130.0, "history": history}) == (220.0, True)  # resumed
+    # records that keep every session's time are taken as they are
+    assert wall_time({"wall_time_s": 130.0, "sessions": 2, "history": history}) == (130.0, False)
+    assert wall_time({"history": history}) == (None, False)

@@ -75,7 +75,9 @@ def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = ()
 COMPARISON_NOTE = (
     "Under each table with runs, a second table gives each setting's top-1 seed by seed and "
     "its mean wall time per finished run (`wall_time_s`, start to finish, in minutes; runs "
-    "that shared a busy machine make it noisy). Where the table names a baseline row, it also "
+    "that shared a busy machine make it noisy; \"≥\": a run resumed across sessions whose "
+    "record kept only its last session's time, counted as its epochs' own times, a lower "
+    "bound). Where the table names a baseline row, it also "
     "gives the seed-paired difference from the baseline at the same data and recipe: the mean "
     "of the per-seed differences over the seeds both rows have, with a 95% Student-t interval "
     "(n − 1 degrees of freedom), and a verdict: \"wins\" (interval above 0), \"loses\" (below "
@@ -102,7 +104,8 @@ def _comparison_table(t: Table) -> list[str]:
         cols.append(", ".join(f"{r.top1:.2f} (s{r.seed})" for r in c.group.done) or "none finished")
         if t.baseline is not None:
             cols += _difference_cells(c)
-        cols.append("n/a" if c.minutes is None else f"{c.minutes:.1f} min")
+        floor = "≥ " if any(r.wall_time_floor for r in c.group.done) else ""
+        cols.append("n/a" if c.minutes is None else f"{floor}{c.minutes:.1f} min")
         if t.baseline is not None:
             cols.append("n/a" if c.time_ratio is None else f"{c.time_ratio:.2f}×")
         out.append("| " + " | ".join(cols) + " |")

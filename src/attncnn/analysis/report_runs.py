@@ -74,6 +74,7 @@ class Run:
     weights: str | None         # the published (repository) weights file, if any
     commit: str                 # git commit the run trained at ("+dirty": uncommitted changes)
     wall_time_s: float | None = None  # the run's wall time, start to finish (results-format)
+    wall_time_floor: bool = False     # wall_time_s is a lower bound (see `wall_time`)
     history: list[dict] = field(default_factory=list)
     identity: tuple = ()        # the same run found twice (runs/ and results/) counts once
 
@@ -116,6 +117,7 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         recipe_rest=json.dumps({k: v for k, v in recipe.items() if k not in _SETTING_KEYS},
                                sort_keys=True),
     )
+    wall, floor = wall_time(doc)
     return Run(
         path=str(path), run_name=str(doc.get("run_name", path.stem)),
         tables=_tag_list(tags.get("table")) or ("untagged",), row=row,
@@ -124,7 +126,7 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         top1=final.get("top1") if isinstance(final.get("top1"), (int, float)) else None,
         finished=finished, device=device, weights=_published_weights(doc),
         commit=_commit(env),
-        wall_time_s=_number(doc.get("wall_time_s")),
+        wall_time_s=wall, wall_time_floor=floor,
         history=list(doc.get("history") or []),
         identity=(doc.get("run_name"), doc.get("seed"), doc.get("started_at"), doc.get("finished_at")),
     )
@@ -193,3 +195,19 @@ def split_label(data: dict) -> str:
     if split == "val" and held > 0:
         return f"val ({held:.0%} held out of train)"
     return split
+
+
+def wall_time(doc: dict) -> tuple[float | None, bool]:
+    """(seconds, is a lower bound) of a results record's run. Records from before attncnn
+    kept the time of earlier sessions (no "sessions" key) hold only the last session's
+    time when the run was resumed: where its epochs' own times add up to more, their sum
+    is the better figure, and a lower bound (it leaves out start-up and evaluation)."""
+    recorded = _number(doc.get("wall_time_s"))
+    if "sessions" in doc:
+        return recorded, False
+    epochs = [_number(h.get("epoch_time_s")) for h in doc.get("history") or []
+              if isinstance(h, dict)]
+    summed = sum(e for e in epochs if e is not None)
+    if recorded is not None and summed > recorded:
+        return summed, True
+    return recorded, False

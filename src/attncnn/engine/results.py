@@ -24,7 +24,8 @@ def recipe(cfg: Config, amp: bool) -> dict:
 def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int, data: dict,
                    amp: bool, status: str, history: list[dict], final: dict | None,
                    best: dict | None, env: dict, started_at: str, finished_at: str,
-                   wall_time_s: float, weights: str | None, error: str | None = None) -> dict:
+                   wall_time_s: float | None, weights: str | None, error: str | None = None,
+                   sessions: int = 1) -> dict:
     record = {
         "schema": SCHEMA,
         "run_name": run_name,
@@ -44,7 +45,8 @@ def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int,
         "env": env,
         "started_at": started_at,
         "finished_at": finished_at,
-        "wall_time_s": round(wall_time_s, 3),
+        "wall_time_s": None if wall_time_s is None else round(wall_time_s, 3),
+        "sessions": sessions,
         "weights": weights,
         "config": config_to_dict(cfg),
     }

@@ -87,6 +87,10 @@ class _Run:
     def __init__(self, cfg: Config, device: torch.device, dist: Dist, resume, quiet: bool):
         self.cfg, self.device, self.dist = cfg, device, dist
         self.started_at, self.t_start = utc_now(), time.perf_counter()
+        # a resumed run adds the wall time its earlier sessions spent up to their last
+        # checkpoint (None: a checkpoint written before attncnn kept it)
+        self.wall_before: float | None = 0.0
+        self.sessions = 1
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.amp = resolve_amp(cfg.run.amp, device)
@@ -179,6 +183,9 @@ class _Run:
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.best = list(state["history"]), state["best"]
         self.partial = state["train_sums"]
+        self.wall_before = state.get("wall_time_s")
+        self.started_at = state.get("started_at", self.started_at)
+        self.sessions = state.get("sessions", 1) + 1
         self.progress.message(f"resuming {self.run_dir} at epoch {self.epoch + 1} step {self.step}")
 
     def _state(self, sums: torch.Tensor) -> dict:
@@ -196,7 +203,17 @@ class _Run:
             "best": self.best,
             "rng": ckpt.rng_state(),
             "config": dataclasses.asdict(self.cfg),
+            "started_at": self.started_at,
+            "sessions": self.sessions,
+            "wall_time_s": self._wall_time_s(),
         }
+
+    def _wall_time_s(self) -> float | None:
+        """Wall time so far: this session's, plus the earlier sessions' up to their last
+        checkpoint (None if a checkpoint did not record theirs)."""
+        if self.wall_before is None:
+            return None
+        return self.wall_before + time.perf_counter() - self.t_start
 
     def _save(self, sums: torch.Tensor, best: bool = False) -> None:
         """Checkpoint (all ranks call this; rank 0 writes). `sums` are the epoch's train
@@ -329,7 +346,7 @@ class _Run:
             macs=count_macs(self.net, loaders.input_size), data=data, amp=self.amp,
             status=status, history=self.history, final=final, best=self.best,
             env=environment(self.device, self.dist.world_size), started_at=self.started_at,
-            finished_at=utc_now(), wall_time_s=time.perf_counter() - self.t_start,
+            finished_at=utc_now(), wall_time_s=self._wall_time_s(), sessions=self.sessions,
             weights=weights, error=error)
         record["run_dir"] = str(self.run_dir)
         if signum is not None:
