@@ -401,3 +401,13 @@ def test_score_needs_boxes(weights_files, tmp_path, capsys):
     assert main(["explain", "--weights", weights_files[0], str(tmp_path / "p.png"), "--score",
                  "--out", str(tmp_path / "o")]) == 2
     assert "needs object boxes" in capsys.readouterr().err
+
+
+def test_attention_maps_can_return_the_logits_of_their_own_forward_pass():
+    torch.manual_seed(0)
+    model = create_model("attn_resnet20_cifar", num_classes=3, depth=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps, logits = attention_maps(model, x, return_logits=True)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x))
+    assert [m.name for m in maps] == [m.name for m in attention_maps(model, x)]

@@ -199,7 +199,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None 
 
 def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None,
                    split_maps: bool = False, gradcam_mode: str = "auto",
-                   overall: bool = False) -> list[AttentionMap]:
+                   overall: bool = False, return_logits: bool = False):
     """Every spatial attention map of `model` for `images` [B, 3, H_in, W_in] (normalised).
 
     Multi-map softmax modules (num_maps M > 1) give the mean of their M mean-1 maps (one
@@ -208,6 +208,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
     adds it for every model, "never" never (a model without spatial attention then gives []).
     `overall` appends the mean of the module maps (before Grad-CAM) as "overall".
     `target` [B]: the class Grad-CAM explains (default: the predicted class).
+    `return_logits`: return (maps, logits [B, classes]) from the same forward pass.
     The model is put in eval mode and restored afterwards.
     """
     if gradcam_mode not in ("auto", "always", "never"):
@@ -219,7 +220,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
     try:
         with torch.no_grad(), record_attention(model) as recorded, \
                 record_grids(model, size) as grids:
-            model(images)
+            logits = model(images)
 
         def distribution(maps):
             return to_distribution(maps, size, grids.get(tuple(maps.shape[-2:])))
@@ -245,7 +246,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
                                     cam[:, None]))
     finally:
         model.train(was_training)
-    return out
+    return (out, logits) if return_logits else out
 
 
 def box_masks(boxes: torch.Tensor, size: tuple[int, int], tolerance: float = 0.0) -> torch.Tensor:

@@ -88,11 +88,12 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(images), args.batch_size):
             sl = slice(start, start + args.batch_size)
             x = m["input"].normalise(images[sl]).to(device)
-            with torch.no_grad():
-                pred = m["model"](x).argmax(1).cpu()
-            target = labels[sl] if args.target == "true" and labels is not None else pred
-            maps = attention_maps(m["model"], x, target=target, split_maps=args.split_maps,
-                                  gradcam_mode=args.gradcam, overall=True)
+            # Grad-CAM explains the predicted class unless told the true one
+            target = labels[sl] if args.target == "true" and labels is not None else None
+            maps, logits = attention_maps(m["model"], x, target=target,
+                                          split_maps=args.split_maps, gradcam_mode=args.gradcam,
+                                          overall=True, return_logits=True)
+            pred = logits.argmax(1).cpu()
             if labels is not None:
                 correct += int((pred == labels[sl]).sum())
             if boxes is not None:
