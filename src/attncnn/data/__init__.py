@@ -1,8 +1,11 @@
 """Data: readers decode small images once into uint8 tensors; batches are made on the device.
 
 The contract every reader keeps (see `attncnn.data.sources`):
-    load_split(cfg, split) -> ArrayDataset      small images (<= 64 px), decoded once
-or, for large images (ImageNet), a streaming loader with the same `epoch()` interface as
+    load_split(cfg, split) -> ArrayDataset      images decoded once into memory: small ones
+                                                (CIFAR), or photos decoded to a fixed square
+                                                (Imagenette at 160 px) that training crops
+                                                further in batches (`crops`)
+or, for large data sets (ImageNet), a streaming loader with the same `epoch()` interface as
 `DeviceLoader`. `build_loaders(cfg, device, ...)` is what the training engine calls.
 """
 from attncnn.data.config import DataConfig
