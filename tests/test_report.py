@@ -534,3 +534,14 @@ def test_wall_time_of_a_resumed_run_from_before_sessions_were_kept_is_a_lower_bo
     # records that keep every session's time are taken as they are
     assert wall_time({"wall_time_s": 130.0, "sessions": 2, "history": history}) == (130.0, False)
     assert wall_time({"history": history}) == (None, False)
+
+
+def test_footnotes_give_the_published_weights_figure_where_it_differs(tmp_path):
+    for seed, check in ((0, 90.21), (1, 90.0)):
+        path = write_result(tmp_path, seed=seed)
+        doc = json.loads(path.read_text())
+        doc["published_check"] = {"top1": check, "split": "test", "run_top1": 90.0}
+        path.write_text(json.dumps(doc))
+    md = generate([tmp_path], plot=False)
+    assert "the published weights re-check at 90.21 (s0, the run's 90.00)" in md
+    assert "(s1, the run's" not in md   # a re-check that agrees is not repeated

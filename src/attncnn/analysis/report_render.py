@@ -135,6 +135,11 @@ def _provenance(g: Group) -> str:
     weights = [r.weights for r in g.runs if r.weights]
     if weights:
         text += "; weights " + ", ".join(f"`{w}`" for w in weights)
+    moved = [r for r in g.runs if r.check_top1 is not None and r.top1 is not None
+             and round(r.check_top1, 2) != round(r.top1, 2)]
+    if moved:  # float16 rounding of the published copy moves a few images
+        text += "; the published weights re-check at " + ", ".join(
+            f"{r.check_top1:.2f} (s{r.seed}, the run's {r.top1:.2f})" for r in moved)
     if len(weights) < len(g.runs):
         text += f"; weights of {len(g.runs) - len(weights)} run(s) not published"
     return text

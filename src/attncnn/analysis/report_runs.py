@@ -75,6 +75,7 @@ class Run:
     commit: str                 # git commit the run trained at ("+dirty": uncommitted changes)
     wall_time_s: float | None = None  # the run's wall time, start to finish (results-format)
     wall_time_floor: bool = False     # wall_time_s is a lower bound (see `wall_time`)
+    check_top1: float | None = None   # top-1 of the published (float16) weights, re-checked
     history: list[dict] = field(default_factory=list)
     identity: tuple = ()        # the same run found twice (runs/ and results/) counts once
 
@@ -125,6 +126,7 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         setting=setting, seed=doc.get("seed"),
         top1=final.get("top1") if isinstance(final.get("top1"), (int, float)) else None,
         finished=finished, device=device, weights=_published_weights(doc),
+        check_top1=_number((doc.get("published_check") or {}).get("top1")),
         commit=_commit(env),
         wall_time_s=wall, wall_time_floor=floor,
         history=list(doc.get("history") or []),
