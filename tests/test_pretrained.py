@@ -69,7 +69,7 @@ def test_tag_loads_the_published_weights_with_their_recipe(no_network):
 
 
 def test_a_tag_accepts_agreeing_arguments_and_refuses_conflicting_ones():
-    entry = list_pretrained("attn_resnet20_cifar")[0]
+    entry = next(e for e in list_pretrained("attn_resnet20_cifar") if e["tag"] == "digits")
     args = entry["model_args"]
     model = create_model("attn_resnet20_cifar", pretrained="digits", depth=args["depth"],
                          attention=args["attention"])
@@ -92,7 +92,7 @@ def test_another_class_count_gets_a_new_head():
 
 
 @pytest.mark.parametrize("name, tag, pattern", [
-    ("attn_resnet20_cifar", "cifar10", r"no shipped weights tagged 'cifar10'.*attn_resnet20_cifar has: digits"),
+    ("se_resnet20_cifar", "cifar10", r"no shipped weights tagged 'cifar10'.*se_resnet20_cifar has: digits"),
     ("attn_resnet50", "digits", r"attn_resnet50 has no shipped weights \(shipped: .*attn_resnet20_cifar:digits"),
     ("attn_resnet20_cifar", True, r"pretrained=True is ambiguous"),
     ("attn_resnet20_cifar", "resnet20_cifar:imagenet", r"no shipped weights 'resnet20_cifar:imagenet'; resnet20_cifar has: cifar10, digits"),
@@ -155,7 +155,7 @@ def test_predict_with_a_shipped_tag(tmp_path, capsys, no_network):
     for argv, message in (
         (["--pretrained", "digits"], "--model and --pretrained go together"),
         ([], "pass --weights FILE, or --model NAME --pretrained TAG"),
-        (["--model", "attn_resnet20_cifar", "--pretrained", "cifar10"], "attn_resnet20_cifar has: digits"),
+        (["--model", "se_resnet20_cifar", "--pretrained", "cifar10"], "se_resnet20_cifar has: digits"),
     ):
         assert main(["predict", *argv, str(tmp_path)]) == 2
         assert message in capsys.readouterr().err
