@@ -252,8 +252,8 @@ class _Run:
             try:
                 record = self._finish(status, error, stop.signum)
             except Exception as finish_error:
-                if error is None:
-                    raise
+                if error is None or isinstance(finish_error, AttncnnError):
+                    raise    # attncnn's own messages name the run's error too (one line)
                 # the run's own error is the one to see; this one only costs its record
                 print(f"attncnn: warning: the failed run's results could not be written "
                       f"({first_line(finish_error)})", file=sys.stderr)
