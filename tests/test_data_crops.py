@@ -2,6 +2,7 @@
 use them: shorter-side decoding, random-resized training crops, centre-crop evaluation, class
 display names, and weights that carry these settings to `eval` and `predict`."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from attncnn.data.sources import load_split
 from attncnn.errors import AttncnnError
 
 CLASSES = {"n001": "cat", "n002": "dog"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gradient_images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -194,3 +196,17 @@ def test_weights_carry_the_input_settings_to_eval_and_predict(tmp_path):
     files = type("Args", (), dict(data=None, images=[str(root / "val" / "n002" / "0.png")]))()
     _, labels, _, _, _, _ = _load_inputs(files, [{"meta": meta, "input": spec}])
     assert labels.tolist() == [1]
+
+
+def test_shared_imagenette_loads_as_the_config_says(shared_data, tmp_path_factory):
+    from attncnn.data.sources import eval_input
+    from attncnn.engine.config import load_config
+
+    cfg = load_config(str(ROOT / "configs/cpu_imagenette/resnet18.yaml"),
+                      [f"data.root={shared_data / 'imagenette2-160.tar.gz'}",
+                       f"data.cache_dir={tmp_path_factory.mktemp('c')}"]).data
+    val = load_split(cfg, "val")
+    assert val.images.shape == (1966, 3, 160, 160) and val.name == "Imagenette (160 px rebuild)"
+    assert val.classes[0] == "tench" and val.classes[9] == "parachute"
+    assert eval_input(val, cfg).images.shape == (1966, 3, 128, 128)
+    assert 80 < val.images.float().mean() < 160   # real photographs, not blank
