@@ -1,22 +1,11 @@
 """benchmarks/attention_content.py: how much a module's attention maps vary between images."""
-import importlib.util
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("attention_content",
-                                                  ROOT / "benchmarks" / "attention_content.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_module import load_benchmark
 
 
 def test_one_map_for_every_image_is_told_from_image_dependent_maps():
-    consistency = load_benchmark().consistency
+    consistency = load_benchmark("attention_content").consistency
     fixed = torch.tensor([[2.0, 0.5], [1.0, 0.5]]).expand(10, 1, 2, 2)
     stats = consistency(fixed)
     assert stats["std_across_images"] == 0 and abs(stats["pairwise_cosine"] - 1) < 1e-6
@@ -45,7 +34,7 @@ def test_it_reads_a_trained_models_maps_from_folder_data(tmp_path, capsys):
                                "image_size": 20, "image_fit": "crop", "train_crop": "random_resized",
                                "crop_size": 16, "eval_crop_ratio": 0.875,
                                "class_names": dict(CLASSES)}})
-    code = load_benchmark().main([str(weights), "--data", "folder", "--root", str(root),
+    code = load_benchmark("attention_content").main([str(weights), "--data", "folder", "--root", str(root),
                                   "--split", "val", "--num", "6"])
     out = capsys.readouterr().out
     assert code == 0 and "16x16" in out and "pairwise cosine" in out

@@ -1,25 +1,18 @@
 """benchmarks/attention_stall.py: it runs the engine to its end with its hooks attached, and
 its stage gradient norms leave the attention convs out."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from attncnn.models import attention_modules, create_model
 
+from benchmark_module import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("attention_stall",
-                                                  ROOT / "benchmarks" / "attention_stall.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_stage_gradients_leave_the_attention_convs_out(tmp_path):
-    bench = load_benchmark()
+    bench = load_benchmark("attention_stall")
     model = create_model("attn_resnet20_cifar", depth=8, attention_placement="stage")
     mon = bench.Monitor(str(tmp_path / "out.jsonl"), every=1)
     mon.attach(model)
@@ -30,7 +23,7 @@ def test_stage_gradients_leave_the_attention_convs_out(tmp_path):
 
 
 def test_runs_to_the_results_with_its_hooks(tmp_path, monkeypatch, capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("attention_stall")
     out = tmp_path / "stall.jsonl"
     monkeypatch.setattr(sys, "argv", [
         "attention_stall.py", str(ROOT / "configs" / "digits_ablation" / "attn_stage.yaml"),

@@ -2,24 +2,15 @@
 ladder, the recipes and their overrides, airbench's options, the refusal of a missing GPU,
 and, where airbench is installed, its CPU path. (Its step and optimiser are the engine's:
 tests/test_engine_step.py; its batches come from DeviceLoader: tests/test_loader.py.)"""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark_module import load_benchmark
+
 
 def load_time_to_accuracy():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_benchmark("time_to_accuracy")
 
 
 def test_one_cycle_rises_to_one_then_falls_to_zero():
