@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model, meta = create_model_from_weights(args.weights)
     model.eval()
-    cfg = DataConfig(name=args.data, root=args.root)
-    training = meta.get("summary") or {}
-    if training.get("data_source") == args.data:
-        cfg, _ = cfg.with_input_settings(training.get("data_input"))
+    cfg, _ = DataConfig(name=args.data, root=args.root).with_input_settings(meta)
     data = eval_input(load_split(cfg, args.split), cfg)
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.num]
     x = normalise(data.images[index], meta["mean"], meta["std"])

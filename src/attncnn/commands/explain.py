@@ -195,10 +195,8 @@ def _load_inputs(args, models: list[dict]):
         from attncnn.data.config import DataConfig
         from attncnn.data.sources import eval_input, load_split
 
-        cfg = DataConfig(name=args.data, root=args.data_root)
-        training = meta.get("summary") or {}
-        if training.get("data_source") == args.data:  # prepared as the weights' training was
-            cfg, _ = cfg.with_input_settings(training.get("data_input"))
+        # prepared as the weights' training was, where they were trained on this source
+        cfg, _ = DataConfig(name=args.data, root=args.data_root).with_input_settings(meta)
         data = eval_input(load_split(cfg, args.split), cfg)
         num = args.num if args.num is not None else (len(data) if args.score else 8)
         if num < 1:

@@ -54,11 +54,16 @@ class DataConfig:
         out = {k: getattr(self, k) for k in INPUT_KEYS}
         return {k: dict(v) if isinstance(v, dict) else v for k, v in out.items()}
 
-    def with_input_settings(self, recorded: dict | None) -> tuple["DataConfig", list[str]]:
-        """This config with the weights' recorded input settings where this one leaves them
-        at their defaults; and the keys so taken."""
+    def with_input_settings(self, meta: dict) -> tuple["DataConfig", list[str]]:
+        """This config with the input settings recorded in weights metadata `meta`
+        (summary.data_input) where this one leaves them at their defaults, when the weights
+        were trained on this config's source; and the keys so taken."""
         import dataclasses
 
+        training = meta.get("summary") or {}
+        if training.get("data_source") != self.name:
+            return self, []
+        recorded = training.get("data_input")
         default = DataConfig()
         taken = {k: v for k, v in (recorded or {}).items()
                  if k in INPUT_KEYS and getattr(self, k) == getattr(default, k)

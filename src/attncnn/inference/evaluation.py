@@ -104,11 +104,9 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
     device = torch.device(device)
     model, meta = create_model_from_weights(weights, device)
     notes = []
-    training = meta.get("summary") or {}
-    if training.get("data_source") == cfg.name:
-        cfg, taken = cfg.with_input_settings(training.get("data_input"))
-        if taken:
-            notes.append(f"data.{', data.'.join(taken)} as in the weights' training run")
+    cfg, taken = cfg.with_input_settings(meta)
+    if taken:
+        notes.append(f"data.{', data.'.join(taken)} as in the weights' training run")
     batches, classes, name, count, image_size = eval_batches(cfg, split, meta["mean"],
                                                              meta["std"], device)
     check_classes(weights, meta["classes"], cfg.name, classes)
