@@ -58,7 +58,29 @@ export PYTHONPATH="$WT/src" ATTNCNN_GIT_COMMIT=$COMMIT ATTNCNN_GIT_DIRTY=0
 # files name their weights relative to it (results/weights/...)
 cd "$REPO"
 CONFIGS=${CONFIGS//'$WT'/$WT}
-# shellcheck disable=SC2086
-exec python -m attncnn sweep $CONFIGS --seeds $SEEDS --out-dir "$OUT" \
-  --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
-  --threads 1 -q "$@"
+# A run published here (results file and weights) is done even where its run directory is
+# gone: a new machine brings the repository, not $RUNS. (`attncnn sweep --publish` knows this
+# since after the tier's commit; the worktree's sweep does not, so it is decided here.)
+published() {  # CONFIG SEED
+  local row f; row=$(basename "$1" .yaml)
+  for f in "$PUB/$row"-*-s"$2".json; do
+    [ -f "$f" ] && [ -f "results/weights/$(basename "$f" .json).safetensors" ] && return 0
+  done
+  return 1
+}
+todo=()
+for seed in $SEEDS; do              # seed-major, as the sweep goes
+  for config in $CONFIGS; do
+    if published "$config" "$seed"; then echo "published: $(basename "$config" .yaml) seed $seed"
+    else todo+=("$config:$seed"); fi
+  done
+done
+echo "to run: ${#todo[@]} ($(printf '%s ' "${todo[@]##*/}"))"
+case " $* " in *" --dry-run "*) ;; *) [ ${#todo[@]} -gt 0 ] || exit 0 ;; esac
+for pair in "${todo[@]}"; do
+  rc=0
+  python -m attncnn sweep "${pair%:*}" --seeds "${pair##*:}" --out-dir "$OUT" \
+    --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
+    --threads 1 -q "$@" || rc=$?
+  [ $rc -lt 128 ] || exit $rc       # stopped by a signal: the checkpoint is saved; stop here
+done

@@ -164,6 +164,35 @@ def test_publish_once_even_for_runs_finished_earlier(tmp_path, capsys, one_threa
     assert mtimes(tmp_path) == before
 
 
+def test_published_runs_are_done_on_a_machine_without_their_run_dirs(tmp_path, capsys,
+                                                                    one_thread):  # noqa: F811
+    import shutil
+
+    configs, out = write_configs(tmp_path), tmp_path / "runs"
+    results, weights = tmp_path / "results", tmp_path / "weights"
+    argv = [*configs, "--seeds", 0, "--out-dir", out, "--publish", results, "--weights", weights]
+    assert sweep(*argv) == 0
+    capsys.readouterr()
+    shutil.rmtree(out)  # a new machine: the repository's results/, no run directories
+    (weights / "attn_resnet20_cifar-digits-s0.safetensors").unlink()  # this one is not whole
+    assert sweep(*argv, "--dry-run") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 done, 0 to resume, 1 new" in lines[0]
+    assert lines[1].split()[:2] == ["done", "(published:"] and "resnet20_cifar-digits" in lines[1]
+    assert lines[2].split()[0] == "new" and "attn" in lines[2]
+
+    (results / "attn_resnet20_cifar-digits-s0.json").unlink()
+    assert sweep(*argv) == 0  # retrains the attention run alone, publishes it again
+    text = capsys.readouterr().out
+    assert "done: published as" in text and text.count("finished: ") == 1
+    assert (weights / "attn_resnet20_cifar-digits-s0.safetensors").is_file()
+    # a published file of another seed under the same name is not taken for this run
+    record = json.loads((results / "resnet20_cifar-digits-s0.json").read_text())
+    (results / "resnet20_cifar-digits-s0.json").write_text(json.dumps({**record, "seed": 5}))
+    plan = plan_sweep(configs, [0], out, publish_dir=results, weights_dir=weights)
+    assert [r.state for r in plan] == ["new", "done"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_restarts_in_place(tmp_path, capsys,
                                                                     one_thread):  # noqa: F811
     plain, _ = write_configs(tmp_path)

@@ -6,6 +6,8 @@
 Runs every (config, seed) pair seed-major, each in its own fixed run directory
 `<out-dir>/<config stem>/<run name>`; run the same command again (e.g. in the next
 session) and finished runs are skipped, stopped ones resumed (attncnn.engine.sweep).
+With --publish, a run already published there counts as finished even where its run
+directory is gone (a fresh machine with the repository alone).
 Exit status: 0 all finished, 1 some run failed (each reported in one line), 2 an error
 before anything ran, 130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved; run the
 same command to continue).
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise AttncnnError(f"--threads must be >= 1, got {args.threads}")
         overrides.append(f"run.threads={args.threads}")
-    plan = plan_sweep(args.configs, args.seeds, args.out_dir, overrides)
+    plan = plan_sweep(args.configs, args.seeds, args.out_dir, overrides,
+                      publish_dir=args.publish, weights_dir=args.weights)
     if args.publish:
         publish_stem_clashes(plan)
     counts = {state: sum(r.state == state for r in plan) for state in ("done", "resume", "new")}

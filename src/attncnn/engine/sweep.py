@@ -10,6 +10,9 @@ what an earlier session left there:
     done    results.json says "finished": skipped (published if it is not yet)
     resume  a checkpoint: continued from it with the run's saved config.yaml
     new     nothing usable: trained from the start
+With a publish folder, a run whose directory is gone (a new machine keeps the repository,
+not the run directories) but whose finished results are published there, with their
+weights, is done too: `plan_sweep(..., publish_dir="results/x")`.
 Runs go seed-major (every config for seed 0, then seed 1, ...), so that a sweep cut short
 already holds complete seed-paired comparisons.
 """
@@ -47,8 +50,11 @@ class PlannedRun:
     position: tuple[int, int] | None = None  # resume: (epochs done, steps into the next)
     changed: list[str] = field(default_factory=list)  # keys where the YAML now differs
     note: str | None = None             # resume: why it cannot (no readable checkpoint, ...)
+    published: Path | None = None       # done: its published results file (no run dir here)
 
     def describe(self) -> str:
+        if self.state == "done" and self.published is not None:
+            return f"done (published: {self.published})"
         if self.state != "resume":
             return self.state
         if self.note or self.position is None or self.cfg is None:
@@ -61,11 +67,14 @@ class PlannedRun:
 
 
 def plan_sweep(configs: Sequence[str | Path], seeds: Sequence[int], out_dir: str | Path,
-               overrides: Sequence[str] = ()) -> list[PlannedRun]:
+               overrides: Sequence[str] = (), *, publish_dir: str | Path | None = None,
+               weights_dir: str | Path = "results/weights") -> list[PlannedRun]:
     """The runs of a sweep in the order they run, each with its state; writes nothing.
 
     Every config is loaded (and checked) before anything runs, so a bad path or key is one
-    error up front. Two runs that would share a run directory are refused."""
+    error up front. Two runs that would share a run directory are refused. A new run whose
+    finished result is already in `publish_dir` (same model and seed, weights present) is
+    done."""
     for item in overrides:
         key = item.partition("=")[0].strip()
         if key in _SWEEP_KEYS:
@@ -87,6 +96,8 @@ def plan_sweep(configs: Sequence[str | Path], seeds: Sequence[int], out_dir: str
             # checkpoint); a name the config fixes gets the seed, or every seed would share it.
             cfg.run.name = f"{cfg.run.name}-s{seed}" if cfg.run.name else run_name(cfg)
             run = _plan_one(path, seed, Path(cfg.run.out_dir) / run_name(cfg), cfg, overrides)
+            if run.state == "new" and publish_dir is not None:
+                _find_published(run, Path(publish_dir), Path(weights_dir))
             other = owners.setdefault(run.run_dir, run)
             if other is not run:
                 raise AttncnnError(f"{other.config} (seed {other.seed}) and {path} (seed {seed}) "
@@ -120,6 +131,27 @@ def _plan_one(path: Path, seed: int, run_dir: Path, cfg: Config, overrides) -> P
     elif run.position is None:
         run.note = "no readable checkpoint"
     return run
+
+
+def _find_published(run: PlannedRun, results_dir: Path, weights_dir: Path) -> None:
+    """Mark a new run done when its published results are there: a finished run of the
+    same model and seed, whose weights file exists."""
+    from attncnn.analysis.publish import published_stem
+
+    c = run.cfg
+    stem = published_stem({"model": c.model.name, "seed": c.run.seed, "tags": c.run.tags,
+                           "data": {"source": c.data.name}})
+    target = results_dir / f"{stem}.json"
+    try:
+        record = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict):
+        return
+    same = (record.get("status") == "finished" and record.get("model") == c.model.name
+            and record.get("seed") == c.run.seed)
+    if same and (weights_dir / f"{stem}.safetensors").is_file():
+        run.state, run.published = "done", target
 
 
 def _results_status(run_dir: Path) -> str | None:
@@ -200,6 +232,10 @@ def run_sweep(plan: Sequence[PlannedRun], *, publish_dir: str | Path | None = No
             keep = "keeping its result" if run.state == "done" else "using the saved config"
             echo(f"warning: {run.run_dir}: {run.config} now differs from the run's saved "
                  f"config.yaml in {', '.join(run.changed)}; {keep}", err=True)
+        if run.state == "done" and run.published is not None:
+            echo(f"done: published as {run.published}")
+            outcome["finished"].append(run.run_dir)
+            continue
         if run.state == "done":
             echo(f"done: {run.run_dir}")
         else:
