@@ -3,16 +3,18 @@
 # from a git worktree at a fixed commit, so that code changes on main cannot touch a run that
 # is under way (results record the commit). Run it again in the next session and it carries
 # on: `attncnn sweep` skips finished runs, resumes interrupted ones from their checkpoint and
-# publishes each finished run into this repository's results/ (float16 weights, re-checked).
+# publishes each finished run into this repository's results/ (float16 weights, re-checked);
+# a run published there is done even on a new machine without the run directories.
 #
 #   scripts/cpu_sweep.sh tier        # CIFAR-10: the six rows x seeds 0, 1, 2 on the test half
 #   scripts/cpu_sweep.sh val         # CIFAR-10: the recipe's validation frontier (24 epochs)
 #   scripts/cpu_sweep.sh imagenette  # Imagenette: the four rows x seeds 0, 1 on the val half
 #   scripts/cpu_sweep.sh imagenette_val   # Imagenette: the recipe's check on held-out train
 #   scripts/cpu_sweep.sh tier --dry-run   # what is done, what resumes, what is new
-#   ROWS="resnet20 attn_resnet20_stage" SEEDS=1 scripts/cpu_sweep.sh tier
-#                                    # a second job on the other core: a subset the first
-#                                    # job will not reach meanwhile
+#   ROWS="resnet20 attn_resnet20_stage" SEEDS=1 scripts/cpu_sweep.sh tier   # a subset
+#   scripts/cpu_sweep.sh tier & scripts/cpu_sweep.sh tier &
+#                                    # two jobs, one per core, sharing the queue: each run is
+#                                    # taken under a lock, so the two never train the same one
 #
 # Needs a Python with torch and attncnn's dependencies (the README's set-up), the data at
 # $DATA (default: ../shared/data/<the job's tarball>), and one core per job: each job runs
@@ -68,19 +70,34 @@ published() {  # CONFIG SEED
   done
   return 1
 }
-todo=()
+# Each run is taken under a lock (a directory made atomically, holding the job's pid), so
+# two jobs started alike, one per core, share the queue: each skips the run the other is
+# training. A lock whose job is gone (killed, or the session ended) is taken over.
+LOCKS=$OUT/.locks
+take() {  # NAME: 0 if this job now holds the lock
+  local lock=$LOCKS/$1 pid
+  mkdir -p "$LOCKS"
+  if mkdir "$lock" 2>/dev/null; then echo $$ > "$lock/pid"; return 0; fi
+  pid=$(cat "$lock/pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 1; fi
+  echo $$ > "$lock/pid"; return 0              # stale: its job is gone
+}
+dry=0; case " $* " in *" --dry-run "*) dry=1 ;; esac
+rc_all=0
 for seed in $SEEDS; do              # seed-major, as the sweep goes
   for config in $CONFIGS; do
-    if published "$config" "$seed"; then echo "published: $(basename "$config" .yaml) seed $seed"
-    else todo+=("$config:$seed"); fi
+    name=$(basename "$config" .yaml)-s$seed
+    if published "$config" "$seed"; then echo "published: $name"; continue; fi
+    if [ $dry = 0 ] && ! take "$name"; then
+      echo "skipped: $name (another job holds it: $LOCKS/$name)"; continue
+    fi
+    rc=0
+    python -m attncnn sweep "$config" --seeds "$seed" --out-dir "$OUT" \
+      --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
+      --threads 1 -q "$@" || rc=$?
+    [ $dry = 1 ] || rm -rf "${LOCKS:?}/$name"
+    [ $rc -lt 128 ] || exit $rc     # stopped by a signal: the checkpoint is saved; stop here
+    [ $rc = 0 ] || rc_all=$rc
   done
 done
-echo "to run: ${#todo[@]} ($(printf '%s ' "${todo[@]##*/}"))"
-case " $* " in *" --dry-run "*) ;; *) [ ${#todo[@]} -gt 0 ] || exit 0 ;; esac
-for pair in "${todo[@]}"; do
-  rc=0
-  python -m attncnn sweep "${pair%:*}" --seeds "${pair##*:}" --out-dir "$OUT" \
-    --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
-    --threads 1 -q "$@" || rc=$?
-  [ $rc -lt 128 ] || exit $rc       # stopped by a signal: the checkpoint is saved; stop here
-done
+exit $rc_all
