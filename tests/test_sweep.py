@@ -249,3 +249,44 @@ def test_threads_reach_the_engine(tmp_path, monkeypatch, one_thread):  # noqa: F
     assert sweep(*write_configs(tmp_path), "--seeds", 3, "--out-dir", tmp_path, "--threads",
                  2) == 0
     assert seen == [(2, None), (2, None)]
+
+
+def test_two_sweeps_share_the_runs_through_a_lock(tmp_path, capsys, one_thread):  # noqa: F811
+    import subprocess
+    import sys
+
+    configs, out = write_configs(tmp_path), tmp_path / "runs"
+    plan = plan_sweep(configs, [0], out)
+    # another sweep, alive, is training the first run
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        plan[0].run_dir.mkdir(parents=True)
+        (plan[0].run_dir / sweep_module.LOCK).write_text(str(other.pid))
+        assert sweep(*configs, "--seeds", 0, "--out-dir", out) == 0
+        text = capsys.readouterr().out
+        assert f"busy: {plan[0].run_dir} (another sweep, process {other.pid}" in text
+        assert "1 of 2 runs finished, 1 left to another sweep" in text
+        assert not (plan[0].run_dir / "results.json").exists()
+        assert not (plan[1].run_dir / sweep_module.LOCK).exists()  # released after its run
+    finally:
+        other.kill()
+        other.wait()
+    # its process is gone: the lock is stale and taken over
+    assert sweep(*configs, "--seeds", 0, "--out-dir", out) == 0
+    text = capsys.readouterr().out
+    assert "busy" not in text and text.count("finished: ") == 1
+    assert json.loads((plan[0].run_dir / "results.json").read_text())["status"] == "finished"
+    assert not (plan[0].run_dir / sweep_module.LOCK).exists()
+
+
+def test_a_run_finished_by_another_sweep_after_the_plan_is_not_retrained(
+        tmp_path, capsys, monkeypatch, one_thread):  # noqa: F811
+    configs, out = write_configs(tmp_path), tmp_path / "runs"
+    plan = plan_sweep(configs[:1], [0], out)
+    assert plan[0].state == "new"
+    assert sweep(configs[0], "--seeds", 0, "--out-dir", out) == 0  # "the other sweep"
+    capsys.readouterr()
+    monkeypatch.setattr(sweep_module, "_train", lambda *a: pytest.fail("trained again"))
+    outcome = sweep_module.run_sweep(plan, quiet=True)
+    assert outcome["finished"] == [plan[0].run_dir]
+    assert capsys.readouterr().out.startswith(f"done: {plan[0].run_dir}")

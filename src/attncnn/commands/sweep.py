@@ -7,7 +7,8 @@ Runs every (config, seed) pair seed-major, each in its own fixed run directory
 `<out-dir>/<config stem>/<run name>`; run the same command again (e.g. in the next
 session) and finished runs are skipped, stopped ones resumed (attncnn.engine.sweep).
 With --publish, a run already published there counts as finished even where its run
-directory is gone (a fresh machine with the repository alone).
+directory is gone (a fresh machine with the repository alone). Each run trains under a
+lock in its directory, so the same command started twice (one per core) shares the runs.
 Exit status: 0 all finished, 1 some run failed (each reported in one line), 2 an error
 before anything ran, 130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved; run the
 same command to continue).
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
               f"continue with the same command:\n  {_command_line(args)}", file=sys.stderr)
         return 128 + int(signal.Signals[name]) if name in signal.Signals.__members__ else 130
     failed = outcome["failed"]
+    busy = outcome["busy"]
     print(f"sweep: {len(outcome['finished'])} of {len(plan)} runs finished"
-          + (f", {len(failed)} failed: {', '.join(str(d) for d, _ in failed)}" if failed else ""))
+          + (f", {len(failed)} failed: {', '.join(str(d) for d, _ in failed)}" if failed else "")
+          + (f", {len(busy)} left to another sweep: {', '.join(map(str, busy))}" if busy else ""))
     return 1 if failed else 0
 
 

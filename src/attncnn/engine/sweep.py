@@ -15,12 +15,18 @@ not the run directories) but whose finished results are published there, with th
 weights, is done too: `plan_sweep(..., publish_dir="results/x")`.
 Runs go seed-major (every config for seed 0, then seed 1, ...), so that a sweep cut short
 already holds complete seed-paired comparisons.
+
+A run is trained under a lock (`<run_dir>/sweep.lock`, holding the process id), so two
+sweeps of the same configs, one per core, share the work: each passes over the run the
+other is training ("busy"). The lock of a process that is gone is taken over.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +57,7 @@ class PlannedRun:
     changed: list[str] = field(default_factory=list)  # keys where the YAML now differs
     note: str | None = None             # resume: why it cannot (no readable checkpoint, ...)
     published: Path | None = None       # done: its published results file (no run dir here)
+    overrides: tuple[str, ...] = ()     # the sweep's --set values (a resume applies them too)
 
     def describe(self) -> str:
         if self.state == "done" and self.published is not None:
@@ -108,7 +115,8 @@ def plan_sweep(configs: Sequence[str | Path], seeds: Sequence[int], out_dir: str
 
 
 def _plan_one(path: Path, seed: int, run_dir: Path, cfg: Config, overrides) -> PlannedRun:
-    run = PlannedRun(config=path, seed=seed, run_dir=run_dir, state="new", cfg=cfg)
+    run = PlannedRun(config=path, seed=seed, run_dir=run_dir, state="new", cfg=cfg,
+                     overrides=tuple(overrides))
     if not run_dir.is_dir():
         return run
     saved, why = None, f"{run_dir} has no config.yaml"
@@ -219,13 +227,14 @@ def run_sweep(plan: Sequence[PlannedRun], *, publish_dir: str | Path | None = No
               weights_dir: str | Path = "results/weights", quiet: bool = False,
               echo=None) -> dict:
     """Run the plan in order; returns {"finished": [dirs], "failed": [(dir, error)],
-    "interrupted": the stopped run's record or None}.
+    "busy": [dirs another sweep was training], "interrupted": the stopped run's record or
+    None}.
 
     A run that fails with an AttncnnError (NaN loss, bad data, ...) is reported in one line
     and the sweep goes on; a run stopped by SIGINT/SIGTERM (checkpoint saved) ends the
     sweep at once. `echo(text, err=False)` prints a line (stderr with err=True)."""
     echo = echo or _echo
-    outcome = {"finished": [], "failed": [], "interrupted": None}
+    outcome = {"finished": [], "failed": [], "busy": [], "interrupted": None}
     total = len(plan)
     for i, run in enumerate(plan, 1):
         if run.changed:
@@ -239,19 +248,30 @@ def run_sweep(plan: Sequence[PlannedRun], *, publish_dir: str | Path | None = No
         if run.state == "done":
             echo(f"done: {run.run_dir}")
         else:
-            echo(f"[{i}/{total}] {run.describe()}: {run.run_dir} ({run.config}, seed {run.seed})")
-            try:
-                record, minutes = _train(run, quiet)
-            except AttncnnError as err:
-                outcome["failed"].append((run.run_dir, str(err)))
-                echo(f"failed: {run.run_dir}: {err}", err=True)
-                continue
-            if record["status"] != "finished":
-                outcome["interrupted"] = record
-                return outcome
-            final = record.get("final") or {}
-            echo(f"finished: {run.run_dir}: top-1 {final.get('top1', float('nan')):.2f}%, "
-                 f"{minutes:.1f} min")
+            with _run_lock(run.run_dir) as holder:
+                if holder is not None:
+                    outcome["busy"].append(run.run_dir)
+                    echo(f"busy: {run.run_dir} (another sweep, process {holder}, is "
+                         f"training it)")
+                    continue
+                run = _replanned(run)
+                if run.state == "done":           # another sweep finished it meanwhile
+                    echo(f"done: {run.run_dir}")
+                else:
+                    echo(f"[{i}/{total}] {run.describe()}: {run.run_dir} ({run.config}, "
+                         f"seed {run.seed})")
+                    try:
+                        record, minutes = _train(run, quiet)
+                    except AttncnnError as err:
+                        outcome["failed"].append((run.run_dir, str(err)))
+                        echo(f"failed: {run.run_dir}: {err}", err=True)
+                        continue
+                    if record["status"] != "finished":
+                        outcome["interrupted"] = record
+                        return outcome
+                    final = record.get("final") or {}
+                    echo(f"finished: {run.run_dir}: top-1 "
+                         f"{final.get('top1', float('nan')):.2f}%, {minutes:.1f} min")
         outcome["finished"].append(run.run_dir)
         if publish_dir is not None:
             try:
@@ -260,6 +280,60 @@ def run_sweep(plan: Sequence[PlannedRun], *, publish_dir: str | Path | None = No
                 outcome["failed"].append((run.run_dir, str(err)))
                 echo(f"failed to publish: {run.run_dir}: {err}", err=True)
     return outcome
+
+
+LOCK = "sweep.lock"
+
+
+@contextmanager
+def _run_lock(run_dir: Path):
+    """Hold `run_dir/sweep.lock` while the block runs; yields None when this process holds
+    it, else the process id of the live sweep that does (and takes nothing)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                yield holder
+                return
+            lock.unlink(missing_ok=True)          # its process is gone: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield None
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The live process that holds a lock file, or None (gone, or the file unreadable)."""
+    try:
+        pid = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:       # alive, another user's
+        return pid
+    return pid
+
+
+def _replanned(run: PlannedRun) -> PlannedRun:
+    """The run as its directory is now (checked under its lock): another sweep may have
+    moved a new run on since the plan was made, finished it (done) or stopped it midway
+    (resume, rather than start again over its files)."""
+    if run.state != "new" or run.cfg is None:
+        return run
+    return _plan_one(run.config, run.seed, run.run_dir, run.cfg, run.overrides)
 
 
 def _echo(text: str, err: bool = False) -> None:
