@@ -29,7 +29,7 @@ JPEG = "CIFAR-10 (JPEG q75 copy)"
 def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", row="attn_resnet110",
                  dataset="cifar10_jpeg", seed=0, top1=90.0, epochs=4, data_name=JPEG,
                  completed=None, status="finished", history=True, name=None,
-                 wall=None, recipe=None) -> Path:
+                 wall=None, recipe=None, device_name="NVIDIA H100") -> Path:
     """A results file as `attncnn train` writes it (docs/results-format.md)."""
     completed = epochs if completed is None else completed
     doc = {
@@ -48,7 +48,7 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
         "final": {"top1": top1},
         "history": [{"epoch": e + 1, "eval_top1": top1 * (e + 1) / completed}
                     for e in range(completed)] if history else [],
-        "env": {"device": "cuda", "device_name": "NVIDIA H100", "git_commit": "0123456789abcdef",
+        "env": {"device": "cuda", "device_name": device_name, "git_commit": "0123456789abcdef",
                 "git_dirty": False},
         "started_at": f"2026-11-25T15:{seed:02d}:00Z",
         "wall_time_s": wall,
@@ -467,6 +467,31 @@ def test_wall_time_mean_and_ratio():
     assert mean_minutes([None]) is None
     assert time_ratio(6.0, 4.0) == pytest.approx(1.5)
     assert time_ratio(6.0, None) is None and time_ratio(None, 4.0) is None
+
+
+def test_time_against_the_baseline_pairs_seeds_run_on_the_same_machine(tmp_path):
+    cpu = dict(table="cpu_cifar10", dataset="cifar10_jpeg", epochs=24)
+    slow, fast = "2-core CPU (AMD EPYC)", "2-core CPU (Intel Xeon)"
+    for seed, (wall, machine) in enumerate([(4000.0, slow), (2000.0, fast), (1800.0, fast)]):
+        write_result(tmp_path, model="resnet20_cifar", row="resnet20", seed=seed, top1=87.0,
+                     wall=wall, device_name=machine, **cpu)
+    # seed 0 on the slow machine (1.1x its baseline), seed 1 on the fast one (1.3x), seed 2
+    # on the slow one while its baseline ran on the fast one: left out of the ratio
+    for seed, (wall, machine) in enumerate([(4400.0, slow), (2600.0, fast), (3000.0, slow)]):
+        write_result(tmp_path, model="se_resnet20_cifar", row="se_resnet20", seed=seed,
+                     top1=87.5, wall=wall, device_name=machine, **cpu)
+    write_result(tmp_path, model="cbam_resnet20_cifar", row="cbam_resnet20", seed=2, top1=88.0,
+                 wall=5000.0, device_name=slow, **cpu)   # its one seed's baseline ran elsewhere
+    out = tmp_path / "out"
+    generate([tmp_path], out_dir=out, plot=False)
+    rows = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())
+            if r["table"] == "cpu_cifar10"}
+    assert float(rows["se_resnet20"]["time_ratio"]) == pytest.approx((1.1 + 1.3) / 2)
+    assert rows["cbam_resnet20"]["time_ratio"] == ""   # not the 5000 / 2600 of the means
+    assert float(rows["resnet20"]["time_ratio"]) == 1.0
+    md = (out / "report.md").read_text()
+    cbam = next(line for line in md.splitlines() if line.startswith("| + CBAM") and " min |" in line)
+    assert cbam.endswith("| n/a |")
 
 
 def test_table_with_a_baseline_shows_paired_differences_and_time(tmp_path):

@@ -305,9 +305,22 @@ def _comparisons(table: Table) -> list[Comparison]:
                 if row == table.baseline:
                     base = g
                 diff = None if base is None or base is g else paired_difference(g.by_seed, base.by_seed)
-                out.append(Comparison(row, ds, g, base, diff, g.minutes,
-                                      time_ratio(g.minutes, base.minutes) if base else None))
+                ratio = None if base is None else 1.0 if base is g else paired_time_ratio(g, base)
+                out.append(Comparison(row, ds, g, base, diff, g.minutes, ratio))
     return out
+
+
+def paired_time_ratio(group: Group, base: Group) -> float | None:
+    """The row's wall time over the baseline's, seed by seed, averaged over the seeds whose
+    two runs ran on the same machine (device and its name) and kept their whole wall time;
+    None where no seed pair did. Runs of one table may come from machines that differ
+    twofold in speed, so a ratio of means across machines would measure the machines."""
+    whole = [r for r in base.done if r.wall_time_s and not r.wall_time_floor]
+    by_seed = {r.seed: r for r in whole}
+    ratios = [time_ratio(r.wall_time_s, by_seed[r.seed].wall_time_s) for r in group.done
+              if r.seed in by_seed and r.wall_time_s and not r.wall_time_floor
+              and r.device == by_seed[r.seed].device]
+    return statistics.fmean(ratios) if ratios else None
 
 
 # ---------------------------------------------------------------- all of it

@@ -82,7 +82,10 @@ COMPARISON_NOTE = (
     "of the per-seed differences over the seeds both rows have, with a 95% Student-t interval "
     "(n − 1 degrees of freedom), and a verdict: \"wins\" (interval above 0), \"loses\" (below "
     "0), \"within noise\" (it contains 0), \"n<2: no interval\" (one seed in common); and the "
-    "ratio of the mean wall times (1.25: a quarter slower per run).")
+    "time against the baseline: each seed's wall time over the baseline's for the same seed, "
+    "averaged over the seeds whose two runs ran on the same machine (1.25: a quarter slower "
+    "per run; n/a: no such pair, as wall times on machines of different speed do not "
+    "compare).")
 
 
 def _comparison_table(t: Table) -> list[str]:
