@@ -311,15 +311,20 @@ def _comparisons(table: Table) -> list[Comparison]:
 
 
 def paired_time_ratio(group: Group, base: Group) -> float | None:
-    """The row's wall time over the baseline's, seed by seed, averaged over the seeds whose
-    two runs ran on the same machine (device and its name) and kept their whole wall time;
-    None where no seed pair did. Runs of one table may come from machines that differ
-    twofold in speed, so a ratio of means across machines would measure the machines."""
-    whole = [r for r in base.done if r.wall_time_s and not r.wall_time_floor]
-    by_seed = {r.seed: r for r in whole}
-    ratios = [time_ratio(r.wall_time_s, by_seed[r.seed].wall_time_s) for r in group.done
-              if r.seed in by_seed and r.wall_time_s and not r.wall_time_floor
-              and r.device == by_seed[r.seed].device]
+    """The row's wall time over the baseline's, machine by machine: on each machine
+    (device and its name) where both rows have finished runs with whole wall times, the
+    ratio of their mean wall times; the mean of those ratios, or None where the rows share
+    no machine. Runs of one table may come from machines that differ twofold in speed, so
+    a ratio of means across machines would measure the machines."""
+    def by_device(g: Group) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for r in g.done:
+            if r.wall_time_s and not r.wall_time_floor:
+                out.setdefault(r.device, []).append(float(r.wall_time_s))
+        return out
+
+    mine, theirs = by_device(group), by_device(base)
+    ratios = [statistics.fmean(mine[d]) / statistics.fmean(theirs[d]) for d in mine if d in theirs]
     return statistics.fmean(ratios) if ratios else None
 
 

@@ -82,9 +82,9 @@ COMPARISON_NOTE = (
     "of the per-seed differences over the seeds both rows have, with a 95% Student-t interval "
     "(n − 1 degrees of freedom), and a verdict: \"wins\" (interval above 0), \"loses\" (below "
     "0), \"within noise\" (it contains 0), \"n<2: no interval\" (one seed in common); and the "
-    "time against the baseline: each seed's wall time over the baseline's for the same seed, "
-    "averaged over the seeds whose two runs ran on the same machine (1.25: a quarter slower "
-    "per run; n/a: no such pair, as wall times on machines of different speed do not "
+    "time against the baseline: on each machine (device name) where both rows ran, the ratio "
+    "of their mean wall times, averaged over those machines (1.25: a quarter slower per run; "
+    "n/a: the rows share no machine, as wall times on machines of different speed do not "
     "compare).")
 
 
