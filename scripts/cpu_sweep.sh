@@ -63,12 +63,27 @@ CONFIGS=${CONFIGS//'$WT'/$WT}
 # A run published here (results file and weights) is done even where its run directory is
 # gone: a new machine brings the repository, not $RUNS. (`attncnn sweep --publish` knows this
 # since after the tier's commit; the worktree's sweep does not, so it is decided here.)
-published() {  # CONFIG SEED
-  local row f; row=$(basename "$1" .yaml)
-  for f in "$PUB/$row"-*-s"$2".json; do
-    [ -f "$f" ] && [ -f "results/weights/$(basename "$f" .json).safetensors" ] && return 0
-  done
-  return 1
+published() {  # CONFIG SEED: a finished run of this config's model, row tag and seed is
+  # in $PUB with its weights (the row as trained: a tag replaced at publishing is kept in
+  # published_tags_override)
+  python - "$1" "$2" "$PUB" <<'PY'
+import json, sys
+from pathlib import Path
+from attncnn.engine.config import load_config
+cfg, seed = load_config(sys.argv[1]), int(sys.argv[2])
+row = (cfg.run.tags or {}).get("row") or Path(sys.argv[1]).stem
+for path in Path(sys.argv[3]).glob("*.json"):
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        continue
+    tags = {**(doc.get("tags") or {}), **(doc.get("published_tags_override") or {})}
+    weights = doc.get("published_weights")
+    if (doc.get("status"), doc.get("seed"), doc.get("model"), tags.get("row")) == (
+            "finished", seed, cfg.model.name, row) and weights and Path(weights).is_file():
+        sys.exit(0)
+sys.exit(1)
+PY
 }
 # Each run is taken under a lock (a directory made atomically, holding the job's pid), so
 # two jobs started alike, one per core, share the queue: each skips the run the other is
