@@ -144,11 +144,8 @@ def _plan_one(path: Path, seed: int, run_dir: Path, cfg: Config, overrides) -> P
 def _find_published(run: PlannedRun, results_dir: Path, weights_dir: Path) -> None:
     """Mark a new run done when its published results are there: a finished run of the
     same model and seed, whose weights file exists."""
-    from attncnn.analysis.publish import published_stem
-
     c = run.cfg
-    stem = published_stem({"model": c.model.name, "seed": c.run.seed, "tags": c.run.tags,
-                           "data": {"source": c.data.name}})
+    stem = _published_stem(c)
     target = results_dir / f"{stem}.json"
     try:
         record = json.loads(target.read_text())
@@ -160,6 +157,14 @@ def _find_published(run: PlannedRun, results_dir: Path, weights_dir: Path) -> No
             and record.get("seed") == c.run.seed)
     if same and (weights_dir / f"{stem}.safetensors").is_file():
         run.state, run.published = "done", target
+
+
+def _published_stem(cfg: Config) -> str:
+    """The file name a run of `cfg` publishes under (publish.published_stem of its record)."""
+    from attncnn.analysis.publish import published_stem
+
+    return published_stem({"model": cfg.model.name, "seed": cfg.run.seed,
+                           "tags": cfg.run.tags, "data": {"source": cfg.data.name}})
 
 
 def _results_status(run_dir: Path) -> str | None:
@@ -208,15 +213,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def publish_stem_clashes(plan: Sequence[PlannedRun]) -> None:
     """Refuse, before anything runs, two runs that would publish to the same file name."""
-    from attncnn.analysis.publish import published_stem
-
     seen = {}
     for run in plan:
         if run.cfg is None:
             continue
-        c = run.cfg
-        stem = published_stem({"model": c.model.name, "seed": c.run.seed, "tags": c.run.tags,
-                               "data": {"source": c.data.name}})
+        stem = _published_stem(run.cfg)
         other = seen.setdefault(stem, run)
         if other is not run:
             raise AttncnnError(f"{other.run_dir} and {run.run_dir} would both publish as "
@@ -323,7 +324,7 @@ def _lock_holder(lock: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:       # alive, another user's
-        return pid
+        pass
     return pid
 
 
