@@ -305,12 +305,12 @@ def _comparisons(table: Table) -> list[Comparison]:
                 if row == table.baseline:
                     base = g
                 diff = None if base is None or base is g else paired_difference(g.by_seed, base.by_seed)
-                ratio = None if base is None else 1.0 if base is g else paired_time_ratio(g, base)
+                ratio = None if base is None else 1.0 if base is g else time_ratio_by_machine(g, base)
                 out.append(Comparison(row, ds, g, base, diff, g.minutes, ratio))
     return out
 
 
-def paired_time_ratio(group: Group, base: Group) -> float | None:
+def time_ratio_by_machine(group: Group, base: Group) -> float | None:
     """The row's wall time over the baseline's, machine by machine: on each machine
     (device and its name) where both rows have finished runs with whole wall times, the
     ratio of their mean wall times; the mean of those ratios, or None where the rows share
@@ -324,7 +324,8 @@ def paired_time_ratio(group: Group, base: Group) -> float | None:
         return out
 
     mine, theirs = by_device(group), by_device(base)
-    ratios = [statistics.fmean(mine[d]) / statistics.fmean(theirs[d]) for d in mine if d in theirs]
+    ratios = [time_ratio(statistics.fmean(mine[d]), statistics.fmean(theirs[d]))
+              for d in mine if d in theirs]
     return statistics.fmean(ratios) if ratios else None
 
 
