@@ -40,7 +40,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -56,7 +56,8 @@ from attncnn.engine.environment import environment, utc_now  # noqa: E402
 from attncnn.engine.results import write_json_atomic  # noqa: E402
 from tta_airbench import (AirbenchOptions, import_airbench, torchvision_used,  # noqa: E402
                           train_airbench, warm_up_airbench, write_airbench_files)
-from tta_ours import RECIPE, Ours, Recipe, cpu_recipe, one_cycle, with_overrides  # noqa: E402,F401
+from tta_ours import (RECIPE, Ours, Recipe, cpu_recipe, fast_cpu_recipe, one_cycle,  # noqa: E402,F401
+                      with_overrides)
 
 LADDERS = {  # (ours, airbench) schedule lengths in epochs, tried in order
     "cuda": ("18,24,32", "9.9,12,16"),
@@ -133,6 +134,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--airbench-epochs", default=None, help="airbench94's schedule lengths "
                    f"(its own is 9.9; default {LADDERS['cuda'][1]} on a GPU, "
                    f"{LADDERS['cpu'][1]} on the CPU)")
+    p.add_argument("--base", choices=("resnet9", "fastnet"), default="resnet9",
+                   help="our recipe to start from: resnet9 (`cpu_recipe()` on the CPU, RECIPE on "
+                        "a GPU) or fastnet (`fast_cpu_recipe()`: attn_fastnet, airbench94's "
+                        "shape and hyperparameters)")
     p.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of our recipe or a model argument (repeatable)")
     p.add_argument("--airbench-set", action="append", default=[], metavar="KEY=VALUE",
@@ -168,12 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time_to_accuracy: --device {args.device}: cuda[:N] or cpu", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if device.type == "cpu":
+    if args.base == "fastnet":
+        recipe = fast_cpu_recipe()
+        if device.type != "cpu":
+            recipe = replace(recipe, amp=True, eval_amp=True, compile=not args.no_compile,
+                             compile_mode=args.compile_mode)
+    elif device.type == "cpu":
         recipe = cpu_recipe()
     else:
         recipe = Recipe(compile=not args.no_compile, compile_mode=args.compile_mode)
     if args.smoke:  # the CPU path, narrow and small
-        recipe = with_overrides(recipe, ["batch_size=16", "width=8"])
+        recipe = with_overrides(recipe, ["batch_size=16", "widths=[8,16,16]", "whiten_images=64"]
+                                if args.base == "fastnet" else ["batch_size=16", "width=8"])
     recipe = with_overrides(recipe, args.recipe)
     ab_options = AirbenchOptions().with_overrides(args.airbench_set)
     data_path = Path(args.data)

@@ -13,8 +13,10 @@ import yaml
 
 from attncnn.data import DeviceLoader
 from attncnn.data.dataset import ArrayDataset
+from attncnn.data.loader import normalisation
 from attncnn.engine.config import OptimConfig
 from attncnn.engine.device import cpu_has_native_bf16, synchronize
+from attncnn.engine.lookahead import Lookahead
 from attncnn.engine.optim import build_loss, build_optimizer
 from attncnn.engine.step import autocast_dtype, make_infer_step, make_train_step
 from attncnn.models import create_model
@@ -31,8 +33,16 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.2
-    warmup_fraction: float = 0.2
+    warmup_fraction: float = 0.2  # the learning rate peaks here, as a fraction of the steps
+    lr_start: float = 0.0         # ... rising from lr * lr_start, and falls to lr * lr_end
+    lr_end: float = 0.0
     crop_padding: int = 4
+    pad_mode: str = "zeros"       # the crops' padding: zeros (torchvision's) or reflect
+    norm_bias_lr_scale: float = 1.0  # BN biases: lr x this, weight decay / this
+    lookahead: bool = False       # attncnn.engine.lookahead.Lookahead (every 5 steps)
+    whiten_images: int = 0        # > 0: whiten the stem from this many training images
+    whiten_bias_epochs: int | None = None  # the stem's bias trains this many epochs (None: all)
+    tta_translate: int = 0        # evaluation: also shifted copies (make_infer_step)
     amp: bool = True              # bf16 autocast in training
     eval_amp: bool = True         # bf16 autocast in the final evaluation (False: float32)
     channels_last: bool = True
@@ -44,7 +54,8 @@ class Recipe:
     def optim(self) -> OptimConfig:
         """The engine's optimiser and loss settings for this recipe (SGD, Nesterov)."""
         return OptimConfig(lr=self.lr, momentum=self.momentum, nesterov=True,
-                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing)
+                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                           norm_bias_lr_scale=self.norm_bias_lr_scale)
 
 
 RECIPE = Recipe()  # the GPU recipe: Page's ResNet-9 (width 64) + attention, docs/bench.md
@@ -60,6 +71,25 @@ def cpu_recipe() -> Recipe:
     evaluation, with flip test-time augmentation."""
     bf16 = cpu_has_native_bf16()
     return Recipe(model="attn_resnet9", model_args={"width": 32}, batch_size=256, lr=0.2,
+                  amp=bf16, eval_amp=False, compile=False)
+
+
+def fast_cpu_recipe() -> Recipe:
+    """The CPU candidate in airbench94's shape (docs/bench.md, "FastNet"): `attn_fastnet`
+    (the paper's softmax attention after each of its three conv groups) with airbench94's
+    hyperparameters restated for a mean loss: batch 1024, Nesterov SGD at lr 1.5 (its 11.5
+    per 1024 examples at momentum 0.85), weight decay 1.33e-3 (its 0.0153 per 1024
+    examples, decoupled), BN biases at 64x the learning rate, label smoothing 0.2, a
+    triangular schedule 0.2 -> 1 (at 23% of the steps) -> 0.07, random crops from a 2-pixel
+    reflection pad and flips, lookahead every 5 steps, the stem whitened from 5,000 training images
+    with its bias trained for 3 epochs, and test-time flips and 1-pixel shifts; bf16
+    autocast where the CPU computes it natively, eager, float32 final evaluation."""
+    bf16 = cpu_has_native_bf16()
+    return Recipe(model="attn_fastnet", batch_size=1024, lr=1.5, momentum=0.85,
+                  weight_decay=1.33e-3, label_smoothing=0.2, warmup_fraction=0.23,
+                  lr_start=0.2, lr_end=0.07, crop_padding=2, pad_mode="reflect",
+                  norm_bias_lr_scale=64.0,
+                  lookahead=True, whiten_images=5000, whiten_bias_epochs=3, tta_translate=1,
                   amp=bf16, eval_amp=False, compile=False)
 
 
@@ -80,14 +110,18 @@ def with_overrides(recipe: Recipe, items: list[str]) -> Recipe:
     return replace(recipe, **changes, model_args=model_args)
 
 
-def one_cycle(total_steps: int, warmup_fraction: float = 0.2):
-    """LR multiplier: linear 0 -> 1 over the first `warmup_fraction` of steps, then -> 0."""
+def one_cycle(total_steps: int, warmup_fraction: float = 0.2, start: float = 0.0,
+              end: float = 0.0):
+    """LR multiplier of step 0, 1, ...: linear from `start` to 1 over the first
+    `warmup_fraction` of the steps (reaching 1 at the last of them), then linear to `end`
+    at `total_steps` (0 -> 1 -> 0 by default)."""
     peak = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
         if step < peak:
-            return (step + 1) / peak
-        return max(0.0, (total_steps - step) / max(1, total_steps - peak))
+            return start + (1.0 - start) * (step + 1) / peak
+        t = min(1.0, (step - peak) / max(1, total_steps - peak))
+        return max(0.0, 1.0 + (end - 1.0) * t)
     return factor
 
 
@@ -111,9 +145,15 @@ class Ours:
         self.recipe, self.device = recipe, device
         self.model, self.run = build_ours(recipe, device, train.num_classes)
         self.initial = copy.deepcopy(self.model.state_dict())
+        self.trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        if recipe.whiten_images and not hasattr(self.model, "whiten"):
+            raise SystemExit(f"time_to_accuracy: whiten_images needs a model with a whitening "
+                             f"stem (fastnet), not {recipe.model}")
         train, test = (replace(d, mean=CIFAR_MEAN, std=CIFAR_STD) for d in (train, test))
+        self.whiten_source = train.images[:recipe.whiten_images]  # uint8, the first N
         self.batches = DeviceLoader(train, recipe.batch_size, train=True, device=device,
                                     seed=seed, crop_padding=recipe.crop_padding,
+                                    pad_mode=recipe.pad_mode,
                                     channels_last=recipe.channels_last)
         self.test_batches = DeviceLoader(test, 1000, train=False, device=device,
                                          channels_last=recipe.channels_last)
@@ -128,27 +168,38 @@ class Ours:
         """Train from the initial weights for `epochs`; accuracy, timings, loss per epoch."""
         recipe, device, model = self.recipe, self.device, self.model
         model.load_state_dict(self.initial)  # in place: the compiled code stays valid
+        for name, p in model.named_parameters():  # a whitened stem was frozen by the last run
+            p.requires_grad_(self.trainable[name])
         synchronize(device)
         start = time.perf_counter()
+        if recipe.whiten_images:  # timed: part of training, as in airbench
+            model.whiten(self.normalised(self.whiten_source))
         optimizer = build_optimizer(model, recipe.optim(), device)  # what `attncnn train` builds
         total = epochs * len(self.batches)
         total = total if max_steps is None else min(max_steps, total)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                     one_cycle(total, recipe.warmup_fraction))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(
+            total, recipe.warmup_fraction, recipe.lr_start, recipe.lr_end))
         step = make_train_step(self.run, optimizer, build_loss(recipe.optim()), device,
                                autocast_dtype(recipe.amp))  # the step `attncnn train` runs
+        lookahead = Lookahead(model) if recipe.lookahead else None
         epoch_losses, steps = [], 0
         model.train()
         while steps < total:
             loss_sum = torch.zeros((), device=device)
             epoch = len(epoch_losses)  # counted from 0 in every run
+            if recipe.whiten_bias_epochs is not None:
+                model.stem[0].bias.requires_grad_(epoch < recipe.whiten_bias_epochs)
             for x, y in self.batches.epoch(epoch):
                 loss_sum += step(x, y)[0]  # stays on the device: no sync in the loop
                 schedule.step()
                 steps += 1
+                if lookahead is not None:
+                    lookahead.after_step(steps, total)
                 if steps >= total:
                     break
             epoch_losses.append(loss_sum)
+        if lookahead is not None:
+            lookahead.finish()
         synchronize(device)
         train_s = time.perf_counter() - start
         accuracy = self.evaluate()
@@ -159,13 +210,18 @@ class Ours:
                 "images_per_s": steps * recipe.batch_size / train_s,
                 "epoch_loss": [float(l) / len(self.batches) for l in epoch_losses]}
 
+    def normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] -> float32 on the device, normalised as the loaders do."""
+        mean, std = normalisation(CIFAR_MEAN, CIFAR_STD, self.device)
+        return (images.to(self.device).float() - mean) / std
+
     def evaluate(self) -> float:
         """Top-1 percent on the evaluation images (flip TTA if the recipe says so), under
         autocast if `eval_amp`, else in float32."""
         self.model.eval()
         recipe = self.recipe
         infer = make_infer_step(self.run, self.device, autocast_dtype(recipe.amp and recipe.eval_amp),
-                                flip=recipe.flip_tta)
+                                flip=recipe.flip_tta, translate=recipe.tta_translate)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in self.test_batches.epoch():
             correct += (infer(x).argmax(1) == y).sum()

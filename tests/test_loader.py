@@ -111,6 +111,27 @@ def test_train_batches_are_shifted_or_mirrored_copies_of_their_images():
     assert moved > 6
 
 
+def test_reflect_padding_crops_windows_of_the_mirrored_border():
+    data = ArrayDataset(toy(8).images, torch.arange(8), [str(i) for i in range(8)])
+    loader = DeviceLoader(data, 8, train=True, crop_padding=2, pad_mode="reflect", seed=3)
+    x, y = next(iter(loader.epoch(0)))
+    moved = 0
+    for img, label in zip(unnormalise(x, data), y):
+        src = F.pad(data.images[label:label + 1].float(), (2,) * 4, mode="reflect")[0]
+        src = src.to(torch.uint8)
+        windows = [src[:, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(img, w) or torch.equal(img, w.flip(-1)) for w in windows)
+        moved += not torch.equal(img, data.images[label]) and not torch.equal(
+            img, data.images[label].flip(-1))
+    assert moved > 2  # some crops reach into the reflected border
+    try:
+        DeviceLoader(data, 8, train=True, pad_mode="edge")
+    except ValueError as err:
+        assert "pad_mode" in str(err)
+    else:
+        raise AssertionError("an unknown pad_mode was accepted")
+
+
 class HostTraffic(TorchFunctionMode):
     """Records the torch calls that copy between host and device, wait for the device, or
     draw random numbers on the host."""

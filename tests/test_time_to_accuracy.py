@@ -154,3 +154,59 @@ def test_ours_trains_and_evaluates_on_the_cpu():
     assert 0 <= result["accuracy"] <= 100 and result["time_s"] >= result["train_s"] > 0
     again = ours.train(epochs=2)  # every run starts from the same initial weights
     assert again["epoch_loss"] == result["epoch_loss"]
+
+
+def test_one_cycle_can_start_and_end_above_zero():
+    f = load_time_to_accuracy().one_cycle(100, 0.23, start=0.2, end=0.07)
+    values = [f(i) for i in range(101)]
+    assert values[0] == pytest.approx(0.2 + 0.8 / 23) and values[22] == 1.0
+    assert values[100] == pytest.approx(0.07) and min(values) == pytest.approx(0.07)
+
+
+def test_the_fastnet_recipe_states_airbench94s_hyperparameters_for_a_mean_loss():
+    module = load_time_to_accuracy()
+    recipe = module.fast_cpu_recipe()
+    assert recipe.model == "attn_fastnet" and recipe.batch_size == 1024
+    # airbench: lr 11.5 and decay 0.0153 per 1024 examples at momentum 0.85, summed loss
+    kilostep = 1024 * (1 + 1 / (1 - 0.85))
+    assert recipe.lr == pytest.approx(11.5 / kilostep * 1024)
+    assert recipe.weight_decay == pytest.approx(0.0153 * 1024 / kilostep / (11.5 / kilostep) / 1024,
+                                                rel=1e-3)
+    assert (recipe.lookahead, recipe.whiten_images, recipe.whiten_bias_epochs,
+            recipe.tta_translate, recipe.crop_padding) == (True, 5000, 3, 1, 2)
+    from attncnn.engine.optim import build_optimizer
+    from attncnn.models import create_model
+
+    model = create_model(recipe.model, widths=[4, 8, 8])
+    groups = build_optimizer(model, recipe.optim()).param_groups
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 64.0]
+
+
+def test_ours_trains_the_fastnet_recipe_with_its_ingredients():
+    """Whitened stem (frozen, the same in every run), lookahead, the stem bias frozen after
+    its epochs, translation TTA: two runs from the same start give the same losses."""
+    from attncnn.data.dataset import ArrayDataset
+
+    module = load_time_to_accuracy()
+    gen = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return ArrayDataset(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8,
+                                          generator=gen), torch.arange(n) % 4, list("abcd"))
+
+    recipe = module.with_overrides(module.fast_cpu_recipe(), [
+        "batch_size=8", "amp=false", "eval_amp=false", "whiten_images=16",
+        "whiten_bias_epochs=1", "widths=[4,8,8]"])
+    ours = module.Ours(recipe, data(24), data(8), torch.device("cpu"))
+    stem = ours.model.stem[0]
+    result = ours.train(epochs=2)
+    assert result["steps"] == 6 and all(0 < loss < 10 for loss in result["epoch_loss"])
+    whitened = stem.weight.clone()
+    assert not stem.weight.requires_grad and not stem.bias.requires_grad   # after epoch 1
+    again = ours.train(epochs=2)
+    assert again["epoch_loss"] == result["epoch_loss"]
+    assert torch.equal(stem.weight, whitened)
+    plain = module.Ours(module.with_overrides(recipe, ["whiten_images=0"]), data(24), data(8),
+                        torch.device("cpu"))
+    plain.train(epochs=1)
+    assert plain.model.stem[0].weight.requires_grad  # without whitening the stem trains

@@ -138,7 +138,8 @@ class DeviceLoader(ShardedCounts):
     """Iterates an `ArrayDataset` in batches of normalised float tensors on `device`.
 
     train=True: shuffled each epoch, drop_last, crop+flip when `augment`: train_crop "pad"
-        crops the image's size from the image zero-padded by crop_padding; "random_resized"
+        crops the image's size from the image padded by crop_padding (pad_mode "zeros", as
+        torchvision's RandomCrop, or "reflect", as airbench); "random_resized"
         resizes a random box of crop_scale of the area to crop_size x crop_size.
     train=False: in order, every sample once, no augmentation.
     `batch_size` is the global batch; rank r of `world_size` yields its 1/world_size share.
@@ -149,11 +150,14 @@ class DeviceLoader(ShardedCounts):
                  device: torch.device | str = "cpu", seed: int = 0, augment: bool = True,
                  crop_padding: int = 4, flip: bool = True, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False, train_crop: str = "pad",
-                 crop_size: int | None = None, crop_scale: tuple[float, float] = (0.08, 1.0)):
+                 crop_size: int | None = None, crop_scale: tuple[float, float] = (0.08, 1.0),
+                 pad_mode: str = "zeros"):
         if train_crop not in TRAIN_CROPS:
             raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pad_mode not in ("zeros", "reflect"):
+            raise ValueError(f"pad_mode must be zeros or reflect, got {pad_mode!r}")
         if train and batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} must divide evenly over {world_size} ranks")
         self.data = data
@@ -170,7 +174,8 @@ class DeviceLoader(ShardedCounts):
         # Padded once, on the host, so that only the padded copy reaches the device (CIFAR
         # train: 50k x 3 x 40 x 40 uint8 = 240 MB) and a batch's crop is a row copy + a gather.
         pad = crop_padding if self.augment and not self.resized else 0
-        images = F.pad(data.images, (pad,) * 4) if pad else data.images
+        mode = "constant" if pad_mode == "zeros" else "reflect"
+        images = F.pad(data.images, (pad,) * 4, mode=mode) if pad else data.images
         self.images = images.contiguous().to(self.device)   # uint8 [N, 3, H+2p, W+2p]
         self.labels = data.labels.to(self.device)
         self.mean, self.std = normalisation(data.mean, data.std, self.device)

@@ -72,6 +72,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = False    # exempt norm weights and all biases from weight decay
+    norm_bias_lr_scale: float = 1.0     # lr multiplier of norm-layer biases (their wd / it)
     label_smoothing: float = 0.0
 
     def validate(self, source: str = "config") -> None:
@@ -86,6 +87,9 @@ class OptimConfig:
             _refuse(source, "optim.nesterov", "needs optim.momentum > 0")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             _refuse(source, "optim.weight_decay", f"must be >= 0 and finite, got {self.weight_decay}")
+        if not (math.isfinite(self.norm_bias_lr_scale) and self.norm_bias_lr_scale > 0):
+            _refuse(source, "optim.norm_bias_lr_scale",
+                    f"must be > 0 and finite, got {self.norm_bias_lr_scale}")
         if not 0 <= self.label_smoothing < 1:
             _refuse(source, "optim.label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 

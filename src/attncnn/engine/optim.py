@@ -14,26 +14,51 @@ from torch import nn
 from attncnn.engine.config import OptimConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
-    """One group with decay; with `no_decay_norm_bias`, a second (decay 0) holding every
-    bias and every normalisation weight (1-d parameters), as in Goyal et al. 2017."""
-    if not no_decay_norm_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad],
-                 "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+def _norm_biases(model: nn.Module) -> set[int]:
+    """ids of the trainable biases of normalisation layers (BatchNorm, GroupNorm, ...)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return {id(m.bias) for m in model.modules()
+            if isinstance(m, norms) and getattr(m, "bias", None) is not None and m.bias.requires_grad}
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool,
+                     norm_bias_lr_scale: float = 1.0) -> list[dict]:
+    """The trainable parameters in groups: one with decay; with `no_decay_norm_bias`, one
+    (decay 0) holding every bias and every normalisation weight (1-d parameters), as in
+    Goyal et al. 2017; with `norm_bias_lr_scale` s != 1, the normalisation layers' biases
+    in a group of their own whose learning rate is s times the rest (`lr_scale`, which
+    `set_lr` applies) and whose weight decay is divided by s, so that the decay per step
+    (lr * wd) stays as it was (airbench's "bias scaler", there 64)."""
+    scaled = _norm_biases(model) if norm_bias_lr_scale != 1.0 else set()
+    decay, no_decay, fast = [], [], []
     for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        if id(p) in scaled:
+            fast.append(p)
+        elif no_decay_norm_bias and p.ndim <= 1:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay_norm_bias:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if fast:
+        groups.append({"params": fast, "lr_scale": norm_bias_lr_scale,
+                       "weight_decay": 0.0 if no_decay_norm_bias
+                       else weight_decay / norm_bias_lr_scale})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig,
                     device: torch.device | str = "cpu") -> torch.optim.SGD:
     """The one SGD of the project (training, `attncnn bench`, the time-to-accuracy
-    benchmark): momentum, optionally Nesterov, weight decay as `parameter_groups` says;
-    on CUDA the fused kernel (the whole update in one launch)."""
-    groups = parameter_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+    benchmark): momentum, optionally Nesterov, weight decay and learning-rate scales as
+    `parameter_groups` says; on CUDA the fused kernel (the whole update in one launch)."""
+    groups = parameter_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias,
+                              cfg.norm_bias_lr_scale)
+    for group in groups:
+        group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
     extra = {"fused": True} if torch.device(device).type == "cuda" else {}
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay, **extra)
@@ -64,8 +89,9 @@ def lr_at(step: int, steps_per_epoch: int, base_lr: float, cfg: ScheduleConfig) 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate to `lr` times its `lr_scale` (1 where it has none)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def build_loss(cfg: OptimConfig) -> nn.Module:

@@ -12,13 +12,17 @@ SCHEMA = "attncnn.result/1"
 
 
 def recipe(cfg: Config, amp: bool) -> dict:
+    """The training recipe as results.json states it. Settings added after the first
+    results were published appear only where they differ from their default, so a run with
+    the default stays comparable with (and pooled in the report beside) the earlier ones."""
     o, s = cfg.optim, cfg.schedule
+    extra = {"norm_bias_lr_scale": o.norm_bias_lr_scale} if o.norm_bias_lr_scale != 1.0 else {}
     return {"epochs": s.epochs, "batch_size": cfg.data.batch_size, "optimizer": o.name,
             "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,
             "weight_decay": o.weight_decay, "no_decay_norm_bias": o.no_decay_norm_bias,
             "schedule": s.name, "milestones": list(s.milestones), "gamma": s.gamma,
             "warmup_epochs": s.warmup_epochs, "label_smoothing": o.label_smoothing, "amp": amp,
-            "eval_flip": cfg.data.eval_flip}
+            "eval_flip": cfg.data.eval_flip, **extra}
 
 
 def results_record(*, cfg: Config, run_name: str, model, params: int, macs: int, data: dict,

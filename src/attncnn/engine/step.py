@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 AMP_DTYPE = torch.bfloat16  # the one autocast precision (tensor cores; CPUs with bf16 units)
@@ -44,17 +45,29 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
 
 
 def make_infer_step(model: nn.Module, device: torch.device | str, dtype: torch.dtype | None = None,
-                    flip: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+                    flip: bool = False, translate: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """infer(x) -> float32 logits under inference mode and autocast to `dtype` (None:
-    float32); `flip` (test-time augmentation) averages them with the mirror image's.
-    The model's train/eval mode is the caller's to set."""
+    float32). Test-time augmentation: `flip` averages them with the mirror image's;
+    `translate` t > 0 (as airbench's level 2 with t = 1) averages that, with weight 1/2,
+    with the mean over two copies shifted by t pixels diagonally one way and the other
+    (reflection-padded), each flipped too if `flip`. The model's train/eval mode is the
+    caller's to set."""
     device_type = torch.device(device).type
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x).float()
+        if flip:
+            logits = (logits + model(x.flip(3)).float()) / 2
+        return logits
 
     def infer(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device_type, dtype=dtype,
                                                     enabled=dtype is not None):
-            logits = model(x).float()
-            if flip:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = views(x)
+            if translate:
+                t, (h, w) = translate, x.shape[2:]
+                padded = F.pad(x, (t,) * 4, mode="reflect")
+                shifted = (views(padded[:, :, :h, :w]) + views(padded[:, :, 2 * t:, 2 * t:])) / 2
+                logits = (logits + shifted) / 2
             return logits
     return infer

@@ -20,6 +20,7 @@ from attncnn.errors import AttncnnError, UnknownModelError, did_you_mean
 from attncnn.models.attention_kinds import ATTENTION_KINDS
 from attncnn.models.common import check_sizes
 from attncnn.models.densenet import DenseNetBC
+from attncnn.models.fastnet import FastNet
 from attncnn.models.resnet import CifarResNet, ResNet
 from attncnn.models.resnet9 import ResNet9
 
@@ -134,6 +135,8 @@ for _depth in (20, 32, 44, 56, 110):
                      depth=_depth, num_classes=10)
 # The fast-training net of benchmarks/time_to_accuracy.py; the paper's attention after each stage.
 _register_family("resnet9", ResNet9, "resnet9", (3, 32, 32), num_classes=10)
+# airbench94's shape (a whitening stem, three conv groups), for the CPU race of issue 16.
+_register_family("fastnet", FastNet, "fastnet", (3, 32, 32), num_classes=10)
 _register_family("densenet_bc100_k12", DenseNetBC, "densenet-bc", (3, 32, 32),
                  depth=100, growth=12, num_classes=10)
 for _depth in (18, 34, 50, 101):

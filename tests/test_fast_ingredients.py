@@ -1,0 +1,161 @@
+"""The fast-training ingredients: patch whitening, lookahead, the norm-bias learning-rate
+scale, translation test-time augmentation and FastNet's own construction."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attncnn import AttncnnError
+from attncnn.engine.config import OptimConfig, load_config
+from attncnn.engine.lookahead import Lookahead
+from attncnn.engine.optim import build_optimizer, parameter_groups, set_lr
+from attncnn.engine.step import make_infer_step
+from attncnn.models import create_model
+from attncnn.models.whitening import patch_whitening_filters, whiten_conv_
+
+
+def correlated_images(n=64, seed=0) -> torch.Tensor:
+    """Images whose channels and neighbouring pixels are strongly correlated."""
+    g = torch.Generator().manual_seed(seed)
+    base = F.avg_pool2d(torch.randn(n, 1, 18, 18, generator=g), 3, 1)     # smooth, [n,1,16,16]
+    mix = torch.tensor([[1.0], [0.8], [0.5]]).view(1, 3, 1, 1)
+    return base * mix * 3 + 0.1 * torch.randn(n, 3, 16, 16, generator=g) + 0.5
+
+
+# --- whitening ---------------------------------------------------------------------------
+
+def test_whitening_filters_make_the_patch_second_moment_the_identity():
+    images = correlated_images()
+    filters = patch_whitening_filters(images, 2, eps=0.0).double()
+    assert filters.shape == (24, 3, 2, 2)
+    out = F.conv2d(images.double(), filters[:12])                           # the + half
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    moment = flat.T @ flat / len(flat)
+    assert torch.allclose(moment, torch.eye(12, dtype=torch.float64), atol=1e-6)
+    raw = F.unfold(images.double(), 2).transpose(1, 2).reshape(-1, 12)
+    assert not torch.allclose(raw.T @ raw / len(raw), torch.eye(12, dtype=torch.float64), atol=0.1)
+    assert torch.equal(filters[12:], -filters[:12])                         # the - half
+
+
+def test_whitening_keeps_the_directions_of_largest_variance_first():
+    images = correlated_images()
+    filters = patch_whitening_filters(images, 2, directions=4, eps=0.0)
+    assert filters.shape == (8, 3, 2, 2)
+    out = F.conv2d(images, filters[:4])
+    # whitened outputs have unit second moment; the filters' norms shrink as variance grows
+    norms = filters[:4].flatten(1).norm(dim=1)
+    assert (norms[1:] >= norms[:-1] - 1e-6).all()
+    assert torch.allclose((out ** 2).mean((0, 2, 3)), torch.ones(4), atol=1e-3)
+
+
+def test_whiten_conv_refuses_a_conv_it_cannot_fill():
+    images = correlated_images()
+    with pytest.raises(AttncnnError, match="cannot be whitened"):
+        whiten_conv_(torch.nn.Conv2d(3, 7, 2), images)              # odd
+    with pytest.raises(AttncnnError, match="directions"):
+        whiten_conv_(torch.nn.Conv2d(3, 26, 2), images)             # 13 > 12 directions
+    with pytest.raises(AttncnnError, match="cannot be whitened"):
+        whiten_conv_(torch.nn.Conv2d(1, 8, 2), images)              # channel mismatch
+
+
+def test_fastnet_whiten_freezes_the_stem_and_changes_its_output():
+    torch.manual_seed(0)
+    model = create_model("fastnet", widths=[8, 16, 16])
+    assert model.stem[0].weight.requires_grad
+    images = correlated_images(32)
+    before = model.stem[0].weight.clone()
+    model.whiten(images)
+    assert not model.stem[0].weight.requires_grad and model.stem[0].bias.requires_grad
+    assert not torch.equal(before, model.stem[0].weight)
+    groups = parameter_groups(model, 1e-4, False)
+    assert all(p is not model.stem[0].weight for g in groups for p in g["params"])
+
+
+def test_fastnet_starts_as_identity_convs_with_frozen_bn_weights():
+    model = create_model("attn_fastnet", widths=[24, 32, 32])
+    group = model.stages[0][0]
+    w = group.conv1.weight                                   # 24 -> 24: the whole identity
+    centre = torch.zeros_like(w)
+    torch.nn.init.dirac_(centre)
+    assert torch.equal(w, centre)
+    assert not group.norm1.weight.requires_grad and group.norm1.bias.requires_grad
+    assert group.norm1.eps == 1e-12 and group.norm1.momentum == 0.4
+    with pytest.raises(AttncnnError, match="widths must be three"):
+        create_model("fastnet", widths=[8, 16])
+
+
+# --- lookahead ---------------------------------------------------------------------------
+
+def test_lookahead_pulls_the_model_back_to_the_slow_weights():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    look = Lookahead(model, every=2, max_decay=0.5, power=0.0)   # decay 0.5 at every update
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    look.after_step(1, 10)                                       # not an update step
+    assert torch.equal(model.weight, torch.ones(1, 2))
+    look.after_step(2, 10)                                       # slow = 0.5*0 + 0.5*1
+    assert torch.allclose(model.weight, torch.full((1, 2), 0.5))
+    with torch.no_grad():
+        model.weight.fill_(2.5)
+    look.finish()                                                # decay 1: back to slow
+    assert torch.allclose(model.weight, torch.full((1, 2), 0.5))
+
+
+def test_lookahead_decay_ramps_up_and_bn_counters_are_left_alone():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    look = Lookahead(model)
+    assert look.decay_at(0, 100) == 0.0
+    assert look.decay_at(50, 100) == pytest.approx(0.95 ** 5 / 8)
+    assert look.decay_at(100, 100) == pytest.approx(0.95 ** 5)
+    assert "1.num_batches_tracked" not in look.state_dict()
+    model(torch.randn(4, 1, 3, 3))                               # running stats move
+    look.update(0.0)                                             # decay 0: slow = fast
+    assert torch.equal(look.state_dict()["1.running_mean"], model[1].running_mean)
+    other = Lookahead(model)
+    other.load_state_dict(look.state_dict())
+    with pytest.raises(KeyError):
+        other.load_state_dict({})
+
+
+# --- optimiser: the norm-bias learning-rate scale ---------------------------------------
+
+def test_norm_biases_get_a_scaled_lr_and_the_same_decay_per_step():
+    model = create_model("fastnet", widths=[8, 16, 16])
+    opt = build_optimizer(model, OptimConfig(lr=0.5, weight_decay=1e-3, norm_bias_lr_scale=64))
+    plain, fast = opt.param_groups
+    norm_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in fast["params"]} == {id(p) for p in norm_biases}
+    assert any(p is model.stem[0].bias for p in plain["params"])   # a conv bias is not one
+    assert fast["lr"] == pytest.approx(32.0) and plain["lr"] == 0.5
+    assert fast["lr"] * fast["weight_decay"] == pytest.approx(plain["lr"] * plain["weight_decay"])
+    set_lr(opt, 0.1)
+    assert fast["lr"] == pytest.approx(6.4) and plain["lr"] == pytest.approx(0.1)
+    one = build_optimizer(model, OptimConfig(lr=0.5))
+    assert len(one.param_groups) == 1
+
+
+def test_norm_bias_lr_scale_is_checked_in_the_config():
+    with pytest.raises(AttncnnError, match="optim.norm_bias_lr_scale"):
+        load_config(None, ["optim.norm_bias_lr_scale=0"])
+
+
+# --- translation test-time augmentation --------------------------------------------------
+
+def test_translate_tta_averages_shifted_copies():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x.mean((2, 3))
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    out = make_infer_step(Probe(), "cpu", translate=1)(x)
+    assert len(seen) == 3
+    padded = F.pad(x, (1,) * 4, mode="reflect")
+    assert torch.equal(seen[1], padded[:, :, :4, :4]) and torch.equal(seen[2], padded[:, :, 2:, 2:])
+    expected = x.mean((2, 3)) / 2 + (seen[1].mean((2, 3)) + seen[2].mean((2, 3))) / 4
+    assert torch.allclose(out, expected)
+    seen.clear()
+    make_infer_step(Probe(), "cpu", flip=True, translate=1)(x)
+    assert len(seen) == 6                                          # each view flipped too
