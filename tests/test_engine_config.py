@@ -83,7 +83,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("run.amp=maybe", "run.amp must be auto, true or false"),
     ("run.compile_mode=reduce_overhead", "run.compile_mode must be one of default, "
                                          "reduce-overhead"),
-    ("schedule.name=linear", "schedule.name must be 'step' or 'cosine'"),
+    ("schedule.name=linaer", "schedule.name must be 'step', 'cosine' or 'linear'"),
     ("data.batch_size=0", "data.batch_size must be >= 1"),
     ("optim.lr=-1", "optim.lr must be > 0"),
     ("model.args={num_classes: 5}", "model.args.num_classes is set from the data's classes"),

@@ -159,3 +159,82 @@ def test_translate_tta_averages_shifted_copies():
     seen.clear()
     make_infer_step(Probe(), "cpu", flip=True, translate=1)(x)
     assert len(seen) == 6                                          # each view flipped too
+
+
+# --- the same ingredients in `attncnn train` ---------------------------------------------
+
+def test_linear_schedule_with_a_warm_start_and_an_end_factor():
+    from attncnn.engine.config import ScheduleConfig
+    from attncnn.engine.optim import lr_at
+
+    cfg = ScheduleConfig(name="linear", epochs=10, warmup_epochs=2, warmup_start=0.2,
+                         end_factor=0.07)
+    lrs = [lr_at(s, 10, 1.5, cfg) for s in range(101)]
+    assert lrs[0] == pytest.approx(1.5 * (0.2 + 0.8 / 20)) and lrs[19] == pytest.approx(1.5)
+    assert lrs[20] == pytest.approx(1.5) and lrs[100] == pytest.approx(1.5 * 0.07)
+    assert lrs[60] == pytest.approx(1.5 * (1 - 0.93 * 0.5))
+    cosine = ScheduleConfig(name="cosine", epochs=10, end_factor=0.1)
+    assert lr_at(100, 10, 1.0, cosine) == pytest.approx(0.1)
+    with pytest.raises(AttncnnError, match="schedule.end_factor"):
+        load_config(None, ["schedule.end_factor=2"])
+
+
+def test_engine_runs_the_fast_recipe_and_resumes_it_bit_identically(tmp_path, monkeypatch):
+    """fastnet through `attncnn train`: whitened stem (frozen, in the checkpoint), lookahead
+    (its slow weights in the checkpoint), reflection-padded crops, norm-bias lr scale, the
+    linear schedule; a run stopped mid-way and resumed ends where an unbroken one does."""
+    import attncnn.engine.loop as loop_module
+    from attncnn.engine import checkpoint as ckpt
+    from attncnn.engine.train import train
+    from attncnn.models.whitening import patch_whitening_filters
+    from engine_toy import make_toy, one_torch_thread, toy_config
+
+    def config(root):
+        return toy_config(root, model={"name": "attn_fastnet", "args": {"widths": [4, 8, 8]},
+                                       "whiten_images": 32},
+                          data={"pad_mode": "reflect"},
+                          optim={"lookahead": True, "norm_bias_lr_scale": 8.0, "lr": 0.2},
+                          schedule={"name": "linear", "epochs": 3, "warmup_epochs": 1,
+                                    "warmup_start": 0.2, "end_factor": 0.1, "milestones": []},
+                          run={"checkpoint_every_steps": 3})
+
+    with one_torch_thread():
+        record = train(config(tmp_path / "ref"), quiet=True)
+        assert record["status"] == "finished"
+        assert record["recipe"]["lookahead"] and record["recipe"]["pad_mode"] == "reflect"
+        ref = torch.load(tmp_path / "ref" / "toy" / ckpt.LAST, weights_only=True)
+        assert ref["lookahead"] is not None
+        # the stem is the whitening of the first 32 training images, untouched by training
+        data = make_toy(64, seed=0)
+        mean = torch.tensor(data.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(data.std).view(1, 3, 1, 1) * 255
+        expected = patch_whitening_filters((data.images[:32].float() - mean) / std, 2)
+        assert torch.allclose(ref["model"]["stem.0.weight"], expected, atol=1e-5)
+        # at the end the model holds the slow weights
+        for key, slow in ref["lookahead"].items():
+            assert torch.equal(ref["model"][key], slow), key
+
+        real = loop_module.lr_at
+
+        def crash_at_7(step, *args):
+            if step == 7:
+                raise KeyboardInterrupt
+            return real(step, *args)
+
+        monkeypatch.setattr(loop_module, "lr_at", crash_at_7)
+        cfg = config(tmp_path / "b")
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, quiet=True)
+        monkeypatch.undo()
+        run_dir = tmp_path / "b" / "toy"
+        assert train(cfg, resume=run_dir, quiet=True)["status"] == "finished"
+        resumed = torch.load(run_dir / ckpt.LAST, weights_only=True)
+    for key in ref["model"]:
+        assert torch.equal(resumed["model"][key], ref["model"][key]), key
+
+
+def test_whiten_images_needs_a_whitening_model():
+    with pytest.raises(AttncnnError, match="model.whiten_images needs a model with a whitening"):
+        load_config(None, ["model.name=resnet20_cifar", "model.whiten_images=100"])
+    with pytest.raises(AttncnnError, match="data.pad_mode"):
+        load_config(None, ["data.pad_mode=edge"])

@@ -12,6 +12,7 @@ IMAGE_FITS = ("resize", "crop")
 INPUT_KEYS = ("image_size", "image_fit", "train_crop", "crop_size", "eval_crop_ratio",
               "class_names")
 TRAIN_CROPS = ("pad", "random_resized")
+PAD_MODES = ("zeros", "reflect")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DataConfig:
     eval_batch_size: int = 512
     augment: bool = True            # train only: random crop (pad 4) + horizontal flip
     crop_padding: int = 4
+    pad_mode: str = "zeros"         # the pad the crops are taken from: zeros | reflect
     flip: bool = True
     eval_flip: bool = False         # eval: average the logits of each image and its mirror (flip TTA)
     image_size: int | None = None   # folder: decode all images to this square; imagenet: crop (224)
@@ -107,6 +109,7 @@ class DataConfig:
         if self.image_size is not None and self.image_size < 1:
             bad("image_size", f"must be >= 1 (or null), got {self.image_size}")
         check_choice(self.image_fit, IMAGE_FITS, f"{source}: data.image_fit")
+        check_choice(self.pad_mode, PAD_MODES, f"{source}: data.pad_mode")
         check_choice(self.train_crop, TRAIN_CROPS, f"{source}: data.train_crop")
         if self.train_crop != "pad" and self.name in source_names() and is_streaming(self.name):
             bad("train_crop", f"is for in-memory sources; {self.name!r} makes its own "

@@ -174,6 +174,7 @@ def build_loaders(cfg: DataConfig, device: torch.device | str = "cpu", rank: int
     return Loaders(
         train=DeviceLoader(train, cfg.batch_size, train=True, seed=train_seed(cfg.seed, run_seed),
                            augment=cfg.augment, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                           pad_mode=cfg.pad_mode,
                            train_crop=cfg.train_crop, crop_size=cfg.crop_size,
                            crop_scale=cfg.crop_scale, **common),
         eval=DeviceLoader(evaluation, cfg.eval_batch_size, train=False, seed=cfg.seed, **common),

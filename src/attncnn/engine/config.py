@@ -39,6 +39,7 @@ def _refuse(source: str, key: str, why: str):
 class ModelConfig:
     name: str = "attn_resnet20_cifar"   # any registry name (`attncnn models`)
     args: dict = field(default_factory=dict)  # create_model overrides, e.g. {attention_placement: block}
+    whiten_images: int = 0              # > 0: whiten the stem from this many train images (fastnet)
 
     def validate(self, source: str = "config") -> None:
         """The name is registered and the args build it (on the meta device: shapes only,
@@ -54,14 +55,20 @@ class ModelConfig:
             _refuse(source, "model.name", f"names an {err}")
         if "num_classes" in self.args:  # training passes the data's class count itself
             _refuse(source, "model.args.num_classes", "is set from the data's classes; remove it")
+        if self.whiten_images < 0:
+            _refuse(source, "model.whiten_images", f"must be >= 0, got {self.whiten_images}")
         try:
             with torch.device("meta"):
-                create_model(self.name, **self.args)
+                model = create_model(self.name, **self.args)
         except AttncnnError as err:
             raise AttncnnError(f"{source}: model.args: {err}") from None
         except Exception as err:  # a builder's own failure on a strange value: still one line
             raise AttncnnError(f"{source}: model.args do not build {self.name} "
                                f"({type(err).__name__}: {first_line(err)})") from None
+        if self.whiten_images and not callable(getattr(model, "whiten", None)):
+            _refuse(source, "model.whiten_images", f"needs a model with a whitening stem "
+                                                   f"(fastnet and its attention versions), "
+                                                   f"not {self.name}")
 
 
 @dataclass
@@ -73,6 +80,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = False    # exempt norm weights and all biases from weight decay
     norm_bias_lr_scale: float = 1.0     # lr multiplier of norm-layer biases (their wd / it)
+    lookahead: bool = False             # pull the weights to their EMA every 5 steps (airbench)
     label_smoothing: float = 0.0
 
     def validate(self, source: str = "config") -> None:
@@ -96,15 +104,21 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "step"                  # step | cosine
+    name: str = "step"                  # step | cosine | linear
     epochs: int = 200
     milestones: list[int] = field(default_factory=lambda: [100, 150])  # step: lr *= gamma here
     gamma: float = 0.1
     warmup_epochs: float = 0.0          # linear warm-up from lr/warmup_steps to lr
+    warmup_start: float = 0.0           # ... or from lr * warmup_start
+    end_factor: float = 0.0             # cosine, linear: the last step's lr is lr * this
 
     def validate(self, source: str = "config") -> None:
-        if self.name not in ("step", "cosine"):
-            _refuse(source, "schedule.name", f"must be 'step' or 'cosine', got {self.name!r}")
+        if self.name not in ("step", "cosine", "linear"):
+            _refuse(source, "schedule.name", f"must be 'step', 'cosine' or 'linear', got "
+                                             f"{self.name!r}")
+        for key in ("warmup_start", "end_factor"):
+            if not 0 <= getattr(self, key) <= 1:
+                _refuse(source, f"schedule.{key}", f"must be in [0, 1], got {getattr(self, key)}")
         if not (math.isfinite(self.gamma) and self.gamma > 0):
             _refuse(source, "schedule.gamma", f"must be > 0 and finite, got {self.gamma}")
         if any(m < 0 for m in self.milestones):

@@ -26,6 +26,7 @@ from attncnn.engine import checkpoint as ckpt
 from attncnn.engine.config import Config
 from attncnn.engine.distributed import Dist
 from attncnn.engine.logger import Progress
+from attncnn.engine.lookahead import Lookahead
 from attncnn.engine.optim import lr_at, set_lr
 from attncnn.errors import AttncnnError
 
@@ -82,10 +83,12 @@ class EpochLoop:
 
     def __init__(self, cfg: Config, step: Callable, optimizer: torch.optim.Optimizer,
                  loader: BatchLoader, device: torch.device, dist: Dist, progress: Progress,
-                 run_dir: Path):
+                 run_dir: Path, lookahead: Lookahead | None = None):
         self.cfg, self.step_fn, self.optimizer, self.loader = cfg, step, optimizer, loader
         self.device, self.dist, self.progress, self.run_dir = device, dist, progress, run_dir
+        self.lookahead = lookahead
         self.steps_per_epoch = len(loader)
+        self.total_steps = cfg.schedule.epochs * self.steps_per_epoch
         self.sync_every = 1 if device.type == "cpu" else SYNC_EVERY
 
     def run(self, epoch: int, start_step: int, sums: torch.Tensor, stop: StopRequest,
@@ -101,6 +104,8 @@ class EpochLoop:
             lr = lr_at(global_step, spe, cfg.optim.lr, cfg.schedule)
             set_lr(self.optimizer, lr)
             loss, logits = self.step_fn(x, y)
+            if self.lookahead is not None:
+                self.lookahead.after_step(global_step + 1, self.total_steps)
             with torch.no_grad():
                 loss = loss.float()
                 bad |= ~torch.isfinite(loss)
@@ -127,6 +132,8 @@ class EpochLoop:
             if periodic:
                 save(sums, step)
 
+        if self.lookahead is not None and epoch + 1 == cfg.schedule.epochs:
+            self.lookahead.finish()  # the end of training: the model takes the slow weights
         seconds = time.perf_counter() - t0
         self.check_finite(bad, epoch * spe + step - 1, epoch)
         self.dist.all_reduce_([sums])

@@ -68,23 +68,32 @@ def lr_at(step: int, steps_per_epoch: int, base_lr: float, cfg: ScheduleConfig) 
     """Learning rate for global step `step` (0-based) of a run of `cfg.epochs` epochs.
 
     step:   base_lr * gamma ** (milestones passed), changing at epoch boundaries as in the paper.
-    cosine: base_lr * (1 + cos(pi * t)) / 2, t going 0 -> 1 per step over the steps after
-            the warm-up.
-    warm-up (both): the first `warmup_epochs * steps_per_epoch` steps ramp linearly from
-            base_lr / W to base_lr (step k gets (k + 1) / W of the scheduled rate).
+    cosine: base_lr * (e + (1 - e) * (1 + cos(pi * t)) / 2), t going 0 -> 1 per step over the
+            steps after the warm-up, e = `end_factor` (0: down to zero).
+    linear: base_lr * (1 - (1 - e) * t), the same t and e (airbench's and Page's one-cycle,
+            with a warm-up).
+    warm-up (all): the first W = `warmup_epochs * steps_per_epoch` steps ramp linearly from
+            base_lr * (s + (1 - s) / W) to base_lr, s = `warmup_start` (step k gets
+            s + (1 - s) * (k + 1) / W of the scheduled rate).
     """
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.name == "step":
         epoch = step // steps_per_epoch
         lr = base_lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    elif cfg.name == "cosine":
-        t = (step - warmup) / max(1, total - warmup)
-        lr = base_lr * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+    elif cfg.name in ("cosine", "linear"):
+        t = min(max((step - warmup) / max(1, total - warmup), 0.0), 1.0)
+        e = cfg.end_factor
+        if cfg.name == "cosine" and e == 0:  # as before end_factor: the same floats
+            lr = base_lr * 0.5 * (1 + math.cos(math.pi * t))
+        else:
+            shape = 0.5 * (1 + math.cos(math.pi * t)) if cfg.name == "cosine" else 1.0 - t
+            lr = base_lr * (e + (1 - e) * shape)
     else:
         raise ValueError(f"unknown schedule {cfg.name!r}")
     if step < warmup:
-        lr *= (step + 1) / warmup
+        s = cfg.warmup_start
+        lr *= (step + 1) / warmup if s == 0 else s + (1 - s) * (step + 1) / warmup
     return lr
 
 

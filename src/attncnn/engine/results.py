@@ -16,7 +16,11 @@ def recipe(cfg: Config, amp: bool) -> dict:
     results were published appear only where they differ from their default, so a run with
     the default stays comparable with (and pooled in the report beside) the earlier ones."""
     o, s = cfg.optim, cfg.schedule
-    extra = {"norm_bias_lr_scale": o.norm_bias_lr_scale} if o.norm_bias_lr_scale != 1.0 else {}
+    later = {"norm_bias_lr_scale": (o.norm_bias_lr_scale, 1.0), "lookahead": (o.lookahead, False),
+             "warmup_start": (s.warmup_start, 0.0), "end_factor": (s.end_factor, 0.0),
+             "pad_mode": (cfg.data.pad_mode, "zeros"),
+             "whiten_images": (cfg.model.whiten_images, 0)}
+    extra = {k: value for k, (value, default) in later.items() if value != default}
     return {"epochs": s.epochs, "batch_size": cfg.data.batch_size, "optimizer": o.name,
             "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,
             "weight_decay": o.weight_decay, "no_decay_norm_bias": o.no_decay_norm_bias,

@@ -32,6 +32,7 @@ from attncnn.engine.device import resolve_amp, resolve_channels_last, resolve_de
 from attncnn.engine.distributed import Dist, setup
 from attncnn.engine.environment import environment, utc_now
 from attncnn.engine.logger import MetricsLog, Progress, format_epoch
+from attncnn.engine.lookahead import Lookahead
 from attncnn.engine.loop import EpochLoop, EpochSteps, NonFiniteLossError, StopRequest
 from attncnn.engine.metrics import evaluate
 from attncnn.engine.optim import build_loss, build_optimizer
@@ -135,7 +136,9 @@ class _Run:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cfg.run.sync_bn and dist.enabled:
             self.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-        self.optimizer = build_optimizer(self.net, cfg.optim, device)
+        if cfg.model.whiten_images:  # before the optimiser: the whitened stem is frozen
+            self._whiten(cfg.model.whiten_images)  # (a resumed run's checkpoint then
+        self.optimizer = build_optimizer(self.net, cfg.optim, device)  # holds the same)
         criterion = build_loss(cfg.optim)
 
         self.epoch, self.step = 0, 0            # position of the next step to run
@@ -144,6 +147,11 @@ class _Run:
         self.partial = None                      # train sums of a half-done epoch
         if state is not None:
             self._restore(state)
+        self.lookahead = None
+        if cfg.optim.lookahead:
+            self.lookahead = Lookahead(self.net)
+            if state is not None and state.get("lookahead") is not None:
+                self.lookahead.load_state_dict(state["lookahead"])
 
         self.model = self.net
         if dist.enabled:
@@ -157,7 +165,7 @@ class _Run:
             self.eval_model = torch.compile(self.net, mode=cfg.run.compile_mode)
         step = make_train_step(self.model, self.optimizer, criterion, device, self.autocast_dtype)
         self.loop = EpochLoop(cfg, step, self.optimizer, self.loaders.train, device, dist,
-                              self.progress, self.run_dir)
+                              self.progress, self.run_dir, self.lookahead)
 
         if dist.is_main:
             write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
@@ -167,6 +175,17 @@ class _Run:
                               notice=self.progress.message)
         if state is not None:
             ckpt.set_rng_state(state["rng"])  # last: everything above may draw numbers
+
+    def _whiten(self, count: int) -> None:
+        """The model's whitening stem from the first `count` training images, normalised
+        as the loader feeds them (the same on every rank)."""
+        data = getattr(self.loaders.train, "data", None)
+        if data is None:
+            raise AttncnnError(f"model.whiten_images needs an in-memory data source; "
+                               f"{self.cfg.data.name!r} streams from disk")
+        loader = self.loaders.train
+        images = data.images[:count].to(self.device).float()
+        self.net.whiten((images - loader.mean) / loader.std)
 
     # -- checkpoints --
 
@@ -206,6 +225,7 @@ class _Run:
             "started_at": self.started_at,
             "sessions": self.sessions,
             "wall_time_s": self._wall_time_s(),
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
         }
 
     def _wall_time_s(self) -> float | None:
