@@ -50,7 +50,10 @@ def assert_sane(cfg: Config):
     o, s, d, r = cfg.optim, cfg.schedule, cfg.data, cfg.run
     assert math.isfinite(o.lr) and o.lr > 0 and 0 <= o.momentum < 1
     assert math.isfinite(o.weight_decay) and o.weight_decay >= 0 and 0 <= o.label_smoothing < 1
-    assert s.name in ("step", "cosine") and s.epochs >= 1 and math.isfinite(s.gamma) and s.gamma > 0
+    assert s.name in ("step", "cosine", "linear") and s.epochs >= 1 and math.isfinite(s.gamma) and s.gamma > 0
+    assert 0 <= s.warmup_start <= 1 and 0 <= s.end_factor <= 1
+    assert math.isfinite(o.norm_bias_lr_scale) and o.norm_bias_lr_scale > 0
+    assert d.pad_mode in ("zeros", "reflect") and cfg.model.whiten_images >= 0
     assert math.isfinite(s.warmup_epochs) and s.warmup_epochs >= 0
     assert list(s.milestones) == sorted(s.milestones) and all(m >= 0 for m in s.milestones)
     assert d.batch_size >= 1 and d.eval_batch_size >= 1 and 0 <= d.val_fraction < 1
@@ -99,7 +102,7 @@ ABSURD = {
     "data.eval_batch_size": [0],
     "data.val_fraction": [1, 1.5, -0.1],
     "schedule.epochs": [0, -3, 1.5],
-    "schedule.name": ["linear", "Cosine", 3],
+    "schedule.name": ["linaer", "Cosine", 3],
     "schedule.gamma": [0, -0.1, ".nan"],
     "schedule.warmup_epochs": [-1, ".nan", ".inf"],
     "schedule.milestones": ["[5, 2]", "[-1]", "[1.5]", "5"],
