@@ -136,9 +136,12 @@ class _Run:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cfg.run.sync_bn and dist.enabled:
             self.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-        if cfg.model.whiten_images:  # before the optimiser: the whitened stem is frozen
-            self._whiten(cfg.model.whiten_images)  # (a resumed run's checkpoint then
-        self.optimizer = build_optimizer(self.net, cfg.optim, device)  # holds the same)
+        # Whitened before the optimiser is built, as the whitened stem is frozen (on resume
+        # too, so that the optimiser's parameters match its checkpoint's; the checkpoint
+        # then restores the same stem).
+        if cfg.model.whiten_images:
+            self._whiten(cfg.model.whiten_images)
+        self.optimizer = build_optimizer(self.net, cfg.optim, device)
         criterion = build_loss(cfg.optim)
 
         self.epoch, self.step = 0, 0            # position of the next step to run
