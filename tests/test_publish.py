@@ -123,3 +123,58 @@ def test_published_weights_are_named_from_the_checkout_root(run_dir, tmp_path):
     assert record["published_weights"] == "results/weights/attn_resnet20_cifar-toyset-s0.safetensors"
     outside = publish_run(run_dir, tmp_path / "r", tmp_path / "w")   # no checkout: as given
     assert outside["published_weights"] == (tmp_path / "w" / "attn_resnet20_cifar-toyset-s0.safetensors").as_posix()
+
+
+@pytest.fixture
+def published(run_dir, tmp_path, one_thread):  # noqa: F811
+    """A run published with --check into a checkout: (results file, its record)."""
+    repo = tmp_path / "clone"
+    (repo / ".git").mkdir(parents=True)
+    record = publish_run(run_dir, repo / "results" / "t", repo / "results" / "weights", check=True)
+    return repo / "results" / "t" / "attn_resnet20_cifar-toyset-s0.json", record
+
+
+def test_eval_results_reproduces_a_published_figure(published, tmp_path, capsys):
+    path, record = published
+    assert main(["eval", "--results", str(path), "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "reproduces the published figure (0 images apart)" in out
+    again = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert again["recheck"]["top1"] == record["published_check"]["top1"]
+    assert again["recheck"]["same_weights"] and again["data"]["split"] == "test"
+
+
+def test_eval_results_says_when_a_figure_does_not_reproduce(published, tmp_path, capsys):
+    path, record = published
+    record["published_check"]["top1"] += 25.0   # 25% of the toy test split's images
+    path.write_text(json.dumps(record))
+    assert main(["eval", "--results", str(path), "--out", str(tmp_path / "e")]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT reproduce the published figure" in out
+    assert main(["eval", "--results", str(path), "--out", str(tmp_path / "e"),
+                 "--tolerance", "100000"]) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda path, record: path.unlink(), "does not exist"),
+    (lambda path, record: path.write_text(json.dumps({k: v for k, v in record.items()
+                                                      if k != "published_weights"})),
+     "has no published_weights"),
+    (lambda path, record: (path.parents[1] / "weights" / Path(record["published_weights"]).name).unlink(),
+     "its published weights"),
+    (lambda path, record: path.write_text(json.dumps(
+        record | {"config": record["config"] | {"data": record["config"]["data"] | {
+            "root": "/nowhere/data.tar.gz"}}})), "is not on this machine; pass --root"),
+])
+def test_eval_results_errors_are_one_line(published, change, message, capsys):
+    path, record = published
+    change(path, record)
+    assert main(["eval", "--results", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_eval_results_evaluates_as_the_run_did(published, capsys):
+    path, _ = published
+    assert main(["eval", "--results", str(path), "--split", "train"]) == 2
+    assert "cannot be set with it" in capsys.readouterr().err

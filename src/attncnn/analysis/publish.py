@@ -10,7 +10,9 @@ with stem `<row>-<data>-s<seed>` (`published_stem`),
 so that anyone can re-check the figure with `attncnn eval --weights`. With `check`, the
 published weights are evaluated on the run's own eval split and the figure is recorded
 beside the run's ("published_check"): a float16 copy may differ from float32 in the last
-decimal.
+decimal. `recheck_published(results_file)` (`attncnn eval --results`) evaluates a published
+file's weights again, on the data its run was evaluated on, and sets the figure beside
+those the file records.
 """
 from __future__ import annotations
 
@@ -125,6 +127,71 @@ def check_published(weights_path: Path, run_dir: str | Path, record: dict, devic
     return {"top1": result["final"]["top1"], "top5": result["final"]["top5"],
             "split": result["data"]["split"], "run_top1": (record.get("final") or {}).get("top1"),
             "weights_sha256": result["weights_sha256"]}
+
+
+def read_published(results_file: str | Path) -> tuple[dict, Path]:
+    """(record, weights path) of a published results file; its weights are named relative to
+    the root of the checkout holding the file (as `repo_relative` wrote them)."""
+    path = Path(results_file)
+    if not path.is_file():
+        raise AttncnnError(f"results file {path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise AttncnnError(f"{path} is not readable JSON ({err})") from None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        raise AttncnnError(f"{path} is not an attncnn results file")
+    name = record.get("published_weights")
+    if not name:
+        raise AttncnnError(f"{path} has no published_weights: publish the run first "
+                           f"(attncnn publish RUN_DIR --check)")
+    roots = [parent for parent in path.resolve().parents if (parent / ".git").exists()]
+    weights = (roots[0] if roots else Path.cwd()) / name
+    if not weights.is_file():
+        raise AttncnnError(f"{path}: its published weights {name} are not at {weights}")
+    return record, weights
+
+
+def recheck_published(results_file: str | Path, root: str | None = None,
+                      device: str = "cpu") -> dict:
+    """Evaluate a published run's weights again on its eval split: an eval record (as
+    `evaluate_weights` writes) with "recheck": the figure now, the figures the file records
+    ("published_check", its float16 weights at publishing; "run_top1", the float32 run's),
+    how many images apart from the published check (else the run's figure), and whether the weights are the file
+    that was checked. root: where the data is on this machine (default: the run's root)."""
+    import dataclasses
+
+    from attncnn.engine.config import config_from_dict
+    from attncnn.inference.evaluation import evaluate_weights
+
+    record, weights = read_published(results_file)
+    config = record.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise AttncnnError(f"{results_file} records no config: its data is unknown")
+    data_cfg = config_from_dict({"data": config["data"]}, source=str(results_file)).data
+    if root is not None:
+        data_cfg = dataclasses.replace(data_cfg, root=root)
+    elif data_cfg.root and not data_cfg.download and not Path(data_cfg.root).exists():
+        raise AttncnnError(f"{results_file}: its data root {data_cfg.root} is not on this "
+                           f"machine; pass --root")
+    check = record.get("published_check") or {}
+    split = check.get("split") or (record.get("data") or {}).get("eval_split") \
+        or data_cfg.eval_split
+    result = evaluate_weights(weights, data_cfg, split, device=device)
+    top1, count = result["final"]["top1"], result["final"]["count"]
+    run_top1 = (record.get("final") or {}).get("top1")
+    # the published check evaluated these very weights; without one, the run's float32 figure
+    reference = check.get("top1", run_top1)
+    result["recheck"] = {
+        "results_file": str(results_file),
+        "top1": top1,
+        "published_top1": check.get("top1"),
+        "run_top1": run_top1,
+        "images_apart": None if reference is None
+        else round(abs(top1 - reference) * count / 100),
+        "same_weights": check.get("weights_sha256") in (None, result["weights_sha256"]),
+    }
+    return result
 
 
 def _refuse_other_run(path: Path, record: dict, overwrite: bool) -> None:
