@@ -193,6 +193,26 @@ def test_published_runs_are_done_on_a_machine_without_their_run_dirs(tmp_path, c
     assert [r.state for r in plan] == ["new", "done"]
 
 
+def test_published_weights_are_found_where_their_results_file_names_them(tmp_path, capsys,
+                                                                         one_thread):  # noqa: F811
+    """A run published into another weights folder (results/weights/<tier>/ say) is done for a
+    sweep given the default one: the results file names its weights."""
+    import shutil
+
+    repo = tmp_path / "clone"
+    (repo / ".git").mkdir(parents=True)
+    configs, out = write_configs(tmp_path), tmp_path / "runs"
+    results, weights = repo / "results" / "t", repo / "results" / "weights" / "t"
+    assert sweep(configs[0], "--seeds", 0, "--out-dir", out, "--publish", results,
+                 "--weights", weights) == 0
+    shutil.rmtree(out)
+    plan = plan_sweep(configs[:1], [0], out, publish_dir=results, weights_dir=repo / "elsewhere")
+    assert [r.state for r in plan] == ["done"]
+    (weights / "resnet20_cifar-digits-s0.safetensors").unlink()
+    plan = plan_sweep(configs[:1], [0], out, publish_dir=results, weights_dir=repo / "elsewhere")
+    assert [r.state for r in plan] == ["new"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_restarts_in_place(tmp_path, capsys,
                                                                     one_thread):  # noqa: F811
     plain, _ = write_configs(tmp_path)

@@ -141,15 +141,26 @@ def read_published(results_file: str | Path) -> tuple[dict, Path]:
         raise AttncnnError(f"{path} is not readable JSON ({err})") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise AttncnnError(f"{path} is not an attncnn results file")
-    name = record.get("published_weights")
-    if not name:
+    weights = published_weights_path(path, record)
+    if weights is None:
         raise AttncnnError(f"{path} has no published_weights: publish the run first "
                            f"(attncnn publish RUN_DIR --check)")
-    roots = [parent for parent in path.resolve().parents if (parent / ".git").exists()]
-    weights = (roots[0] if roots else Path.cwd()) / name
     if not weights.is_file():
-        raise AttncnnError(f"{path}: its published weights {name} are not at {weights}")
+        raise AttncnnError(f"{path}: its published weights {record['published_weights']} "
+                           f"are not at {weights}")
     return record, weights
+
+
+def published_weights_path(results_file: str | Path, record: dict) -> Path | None:
+    """Where the weights a published results file names are: its "published_weights",
+    relative to the root of the checkout holding the file (as `repo_relative` wrote it;
+    the current directory outside a checkout). None: the file names none."""
+    name = record.get("published_weights")
+    if not name:
+        return None
+    roots = [parent for parent in Path(results_file).resolve().parents
+             if (parent / ".git").exists()]
+    return (roots[0] if roots else Path.cwd()) / name
 
 
 def recheck_published(results_file: str | Path, root: str | None = None,

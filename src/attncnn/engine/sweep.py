@@ -155,8 +155,16 @@ def _find_published(run: PlannedRun, results_dir: Path, weights_dir: Path) -> No
         return
     same = (record.get("status") == "finished" and record.get("model") == c.model.name
             and record.get("seed") == c.run.seed)
-    if same and (weights_dir / f"{stem}.safetensors").is_file():
+    if same and _weights_of(target, record, weights_dir / f"{stem}.safetensors").is_file():
         run.state, run.published = "done", target
+
+
+def _weights_of(target: Path, record: dict, default: Path) -> Path:
+    """The weights file a published results file names (wherever it was published), else
+    where this sweep publishes them."""
+    from attncnn.analysis.publish import published_weights_path
+
+    return published_weights_path(target, record) or default
 
 
 def _published_stem(cfg: Config) -> str:
@@ -375,7 +383,7 @@ def _already_published(target: Path, weights: Path, record: dict) -> bool:
     if not isinstance(old, dict):
         return False
     same = all(old.get(k) == record.get(k) for k in ("run_name", "seed", "started_at"))
-    return same and weights.is_file()
+    return same and _weights_of(target, old, weights).is_file()
 
 
 def _check_device(cfg: Config | None) -> str:
