@@ -147,6 +147,21 @@ def test_runs_of_another_precision_or_recipe_are_never_pooled(tmp_path):
     assert sorted((g.n, g.mean) for g in groups) == [(1, 70.0), (1, 85.0), (2, 81.0)]
     md = render_markdown([table], load_paper())
     assert md.count("bf16 autocast, flip test-time augmentation") == 1
+    assert md.count("lr 0.1, weight decay 0.0005;") == 1
+
+
+def test_flip_tta_of_a_recipe_that_predates_it_comes_from_the_config(tmp_path):
+    """Records written before the recipe stated eval_flip pool with later ones of the same
+    setting: their config's data section says whether they flipped."""
+    old = write_result(tmp_path, seed=0, top1=80.0, name="old")
+    doc = json.loads(old.read_text())
+    old.write_text(json.dumps(doc | {"config": {"data": {"eval_flip": True}}}))
+    write_result(tmp_path, seed=1, top1=82.0, recipe={"eval_flip": True}, name="new")
+    write_result(tmp_path, seed=2, top1=60.0, name="older")   # no config either: no flip
+    runs, _ = load_runs([tmp_path])
+    groups = build_tables(runs, load_paper())[0].cells["attn_resnet110", "cifar10_jpeg"].groups
+    assert sorted((g.n, g.mean) for g in groups) == [(1, 60.0), (2, 81.0)]
+    assert {g.setting.describe().count("flip test-time") for g in groups} == {0, 1}
 
 
 def test_incomplete_runs_are_listed_but_not_counted(tmp_path):

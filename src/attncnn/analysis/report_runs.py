@@ -42,9 +42,11 @@ class Setting:
         shown = {k: v for k, v in args.items() if k in ("attention", "attention_placement",
                                                         "attention_options", "num_classes")}
         rest = json.loads(self.recipe_rest)
-        extras = "".join(text for key, text in (("amp", ", bf16 autocast"),
-                                                 ("eval_flip", ", flip test-time augmentation"))
-                         if rest.get(key))
+        extras = "".join(text for key, text in (
+            ("weight_decay", f", weight decay {rest.get('weight_decay')}"),
+            ("label_smoothing", f", label smoothing {rest.get('label_smoothing')}"),
+            ("amp", ", bf16 autocast"), ("eval_flip", ", flip test-time augmentation"))
+            if rest.get(key))
         return (f"{self.data_name}, eval split `{self.eval_split}` ({count(self.num_eval)} images), "
                 f"trained on {count(self.num_train)} images, {self.epochs} epoch{'s' * (self.epochs != 1)}, "
                 f"{self.schedule} schedule, batch {self.batch_size}, lr {self.lr}{extras}; "
@@ -94,7 +96,10 @@ def slug(text: str) -> str:
 
 def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
     """A results document -> Run; `dataset_ids` maps data display names to column ids."""
-    data, recipe, env = doc.get("data", {}), doc.get("recipe", {}), doc.get("env", {})
+    data, recipe, env = doc.get("data", {}), dict(doc.get("recipe", {})), doc.get("env", {})
+    if "eval_flip" not in recipe:   # recorded in the recipe since after 5ec7441; the config
+        # has always said (absent there too: no flip TTA, it came later still)
+        recipe["eval_flip"] = bool(((doc.get("config") or {}).get("data") or {}).get("eval_flip"))
     tags = doc.get("tags") or {}
     model = str(doc.get("model", "?"))
     model_args = doc.get("model_args") or {}
