@@ -105,6 +105,7 @@ def test_class_count_must_match_the_data(tmp_path):
     (["--data", "tiny_eval_test", "--set", "optim.lr=1"], "only takes data.* settings"),
     ([], "--weights needs --data"),
     (["--data", "tiny_eval_tset"], "unknown data set 'tiny_eval_tset'; did you mean tiny_eval_test"),
+    (["--data", "tiny_eval_test", "--translate-tta", "-1"], "--translate-tta must be >= 0"),
 ])
 def test_command_errors_are_one_line(weights, argv, expected, capsys):
     assert main(["eval", "--weights", str(weights), *argv]) == 2

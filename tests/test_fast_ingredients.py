@@ -238,3 +238,33 @@ def test_whiten_images_needs_a_whitening_model():
         load_config(None, ["model.name=resnet20_cifar", "model.whiten_images=100"])
     with pytest.raises(AttncnnError, match="data.pad_mode"):
         load_config(None, ["data.pad_mode=edge"])
+
+
+def test_engine_evaluates_with_shifted_copies_and_its_weights_say_so(tmp_path):
+    """data.eval_translate: the run's figure is computed with shifted copies (as the
+    benchmark's recipe evaluates), the recipe and weights record it, and `attncnn eval` of the
+    weights evaluates that way unless told otherwise."""
+    import dataclasses
+
+    from attncnn.engine.train import train
+    from attncnn.inference.evaluation import evaluate_weights
+    from engine_toy import one_torch_thread, toy_config
+
+    cfg = toy_config(tmp_path, data={"eval_translate": 1, "eval_flip": True},
+                     schedule={"epochs": 1, "milestones": []})
+    with one_torch_thread():
+        record = train(cfg, quiet=True)
+        assert record["recipe"]["eval_translate"] == 1 and record["recipe"]["eval_flip"]
+        plain = dataclasses.replace(cfg.data, eval_translate=0, eval_flip=False)
+        weights = tmp_path / "toy" / "model.safetensors"
+        again = evaluate_weights(weights, plain)           # the weights' own TTA
+        assert again["data"]["eval_translate"] == 1 and again["data"]["eval_flip"]
+        assert again["final"]["loss"] == pytest.approx(record["final"]["loss"], rel=1e-6)
+        without = evaluate_weights(weights, plain, flip=True, translate=0)
+        assert "eval_translate" not in without["data"]
+        assert without["final"]["loss"] != pytest.approx(record["final"]["loss"], rel=1e-6)
+    with pytest.raises(AttncnnError, match="data.eval_translate must be >= 0"):
+        load_config(None, ["data.eval_translate=-1"])
+    # a run without shifted copies keeps the recipe it had before the setting existed
+    assert "eval_translate" not in train(toy_config(tmp_path / "b", schedule={
+        "epochs": 1, "milestones": []}), quiet=True)["recipe"]

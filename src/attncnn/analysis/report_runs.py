@@ -45,7 +45,8 @@ class Setting:
         extras = "".join(text for key, text in (
             ("weight_decay", f", weight decay {rest.get('weight_decay')}"),
             ("label_smoothing", f", label smoothing {rest.get('label_smoothing')}"),
-            ("amp", ", bf16 autocast"), ("eval_flip", ", flip test-time augmentation"))
+            ("amp", ", bf16 autocast"), ("eval_flip", ", flip test-time augmentation"),
+            ("eval_translate", f", shifted copies ({rest.get('eval_translate')} px) at test time"))
             if rest.get(key))
         return (f"{self.data_name}, eval split `{self.eval_split}` ({count(self.num_eval)} images), "
                 f"trained on {count(self.num_train)} images, {self.epochs} epoch{'s' * (self.epochs != 1)}, "

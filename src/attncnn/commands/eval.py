@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average each image's logits with its mirror's (default: as the run "
                         "that wrote the weights evaluated)")
+    p.add_argument("--translate-tta", type=int, default=None, metavar="PIXELS",
+                   help="also average in two copies shifted this many pixels diagonally, "
+                        "0 for none (default: as the run that wrote the weights evaluated)")
     p.add_argument("--tolerance", type=int, default=1, metavar="IMAGES",
                    help="with --results: images the figure may move and still reproduce the "
                         "published one (default 1: thread counts can flip a tied image)")
@@ -79,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if args.run and not weights.is_file():
         raise AttncnnError(f"{args.run} has no model.safetensors (did the run finish?)")
     split = args.split or cfg.eval_split
+    if args.translate_tta is not None and args.translate_tta < 0:
+        raise AttncnnError(f"--translate-tta must be >= 0, got {args.translate_tta}")
     result = evaluate_weights(weights, cfg, split, resolve_device(args.device, what="--device"),
-                              flip=args.flip_tta)
+                              flip=args.flip_tta, translate=args.translate_tta)
     if args.out:
         out = Path(args.out)
     elif args.run:
@@ -107,7 +112,8 @@ def recheck(args: argparse.Namespace) -> int:
     from attncnn.inference.evaluation import write_outputs
 
     ignored = [flag for flag, value in (("--data", args.data), ("--split", args.split),
-                                        ("--set", args.overrides), ("--flip-tta", args.flip_tta))
+                                        ("--set", args.overrides), ("--flip-tta", args.flip_tta),
+                                        ("--translate-tta", args.translate_tta))
                if value not in (None, [])]
     if ignored:
         raise AttncnnError(f"--results evaluates as the run did: {', '.join(ignored)} "

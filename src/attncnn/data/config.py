@@ -32,6 +32,8 @@ class DataConfig:
     pad_mode: str = "zeros"         # the pad the crops are taken from: zeros | reflect
     flip: bool = True
     eval_flip: bool = False         # eval: average the logits of each image and its mirror (flip TTA)
+    eval_translate: int = 0         # eval: t > 0 also averages in two copies shifted t px
+                                    # diagonally (reflection-padded), weight 1/2 (airbench's TTA)
     image_size: int | None = None   # folder: decode all images to this square; imagenet: crop (224)
     image_fit: str = "resize"       # folder, how a decoded image fits image_size: "resize" the
                                     # whole image (aspect not kept), or "crop": shorter side to
@@ -86,7 +88,7 @@ class DataConfig:
         for key in ("batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("crop_padding", "workers"):
+        for key in ("crop_padding", "workers", "eval_translate"):
             if getattr(self, key) < 0:
                 bad(key, f"must be >= 0, got {getattr(self, key)}")
         check_choice(self.label_mode, LABEL_MODES, f"{source}: data.label_mode")

@@ -65,17 +65,19 @@ class ClassificationMeter:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, num_classes: int, device="cpu",
-             autocast_dtype: torch.dtype | None = None, reduce=None, flip: bool = False) -> dict:
+             autocast_dtype: torch.dtype | None = None, reduce=None, flip: bool = False,
+             translate: int = 0) -> dict:
     """Run `model` in eval mode over `batches` of (x, y); return `ClassificationMeter.summary()`.
 
     `reduce(tensors)` (optional) sums the meter's tensors across ranks in place.
-    `flip`: test-time augmentation, the logits are the mean of the image's and its mirror's.
+    `flip`: test-time augmentation, the logits are the mean of the image's and its mirror's;
+    `translate`: shifted copies too (`make_infer_step`).
     The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, device)
-    infer = make_infer_step(model, device, autocast_dtype, flip=flip)
+    infer = make_infer_step(model, device, autocast_dtype, flip=flip, translate=translate)
     for x, y in batches:
         meter.update(infer(x), y)
     if reduce is not None:

@@ -19,6 +19,7 @@ def recipe(cfg: Config, amp: bool) -> dict:
     later = {"norm_bias_lr_scale": (o.norm_bias_lr_scale, 1.0), "lookahead": (o.lookahead, False),
              "warmup_start": (s.warmup_start, 0.0), "end_factor": (s.end_factor, 0.0),
              "pad_mode": (cfg.data.pad_mode, "zeros"),
+             "eval_translate": (cfg.data.eval_translate, 0),
              "whiten_images": (cfg.model.whiten_images, 0)}
     extra = {k: value for k, (value, default) in later.items() if value != default}
     return {"epochs": s.epochs, "batch_size": cfg.data.batch_size, "optimizer": o.name,

@@ -335,7 +335,7 @@ class _Run:
         batches = self.loaders.eval.epoch(0)
         return evaluate(self.eval_model, batches, self.loaders.num_classes, self.device,
                         None if final else self.autocast_dtype, reduce=self.dist.all_reduce_,
-                        flip=self.cfg.data.eval_flip)
+                        flip=self.cfg.data.eval_flip, translate=self.cfg.data.eval_translate)
 
     # -- the end --
 
@@ -353,6 +353,7 @@ class _Run:
                        "data_root": Path(cfg.data.root).name if cfg.data.root else None,
                        "epochs": len(self.history), "final": final,
                        "eval_flip": cfg.data.eval_flip,
+                       "eval_translate": cfg.data.eval_translate,
                        "data_input": cfg.data.input_settings()}
             try:
                 weights = export_weights(self.run_dir, self.net, loaders, summary)

@@ -84,11 +84,14 @@ def data_name_from_weights(cfg: DataConfig, name: str, meta: dict) -> str | None
 
 
 def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = None,
-                     device: torch.device | str = "cpu", flip: bool | None = None) -> dict:
+                     device: torch.device | str = "cpu", flip: bool | None = None,
+                     translate: int | None = None) -> dict:
     """Evaluate `weights` on `split` (default cfg.eval_split) of `cfg`: a results record.
 
     flip: average each image's logits with its mirror's (test-time augmentation); None
     takes `cfg.eval_flip`, or what the run that wrote the weights evaluated with.
+    translate: also average in copies shifted this many pixels (`make_infer_step`); None
+    takes `cfg.eval_translate`, or the run's.
 
     The record follows docs/results-format.md with "kind": "eval": model, data, "final"
     (loss, top1, top5 in percent, per_class, count), "confusion" (rows = true class),
@@ -120,7 +123,9 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
                      f"on {'x'.join(map(str, meta['input_size'][1:]))}")
     if flip is None:
         flip = bool(cfg.eval_flip or meta.get("summary", {}).get("eval_flip"))
-    summary = evaluate(model, batches, len(classes), device, flip=flip)
+    if translate is None:
+        translate = int(cfg.eval_translate or meta.get("summary", {}).get("eval_translate") or 0)
+    summary = evaluate(model, batches, len(classes), device, flip=flip, translate=translate)
     confusion = summary.pop("confusion")
     return {
         "schema": SCHEMA,
@@ -131,7 +136,8 @@ def evaluate_weights(weights: str | Path, cfg: DataConfig, split: str | None = N
         "weights": str(weights),
         "weights_sha256": sha256_file(weights),
         "data": {"source": cfg.name, "name": name, "root": cfg.root, "split": split,
-                 "num_eval": count, "classes": classes, "eval_flip": flip},
+                 "num_eval": count, "classes": classes, "eval_flip": flip,
+                 **({"eval_translate": translate} if translate else {})},
         "final": summary,
         "confusion": confusion,
         "training": meta.get("summary", {}),
