@@ -28,6 +28,17 @@ from attncnn.errors import AttncnnError
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+def read_record(path: Path) -> dict:
+    """The results record in the file `path`; one-line errors if it is not one."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise AttncnnError(f"{path} is not readable JSON ({err})") from None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        raise AttncnnError(f"{path} is not an attncnn results file")
+    return record
+
+
 def read_run(run_dir: str | Path) -> tuple[dict, Path]:
     """(results record, weights path) of a run directory; one-line errors if either is off."""
     run_dir = Path(run_dir)
@@ -36,12 +47,7 @@ def read_run(run_dir: str | Path) -> tuple[dict, Path]:
     results, weights = run_dir / "results.json", run_dir / "model.safetensors"
     if not results.is_file():
         raise AttncnnError(f"{run_dir} has no results.json: is it a run directory?")
-    try:
-        record = json.loads(results.read_text())
-    except (OSError, ValueError) as err:
-        raise AttncnnError(f"{results} is not readable JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise AttncnnError(f"{results} is not an attncnn results file")
+    record = read_record(results)
     if not weights.is_file():
         raise AttncnnError(f"{run_dir} has no model.safetensors (the run wrote no weights)")
     return record, weights
@@ -135,12 +141,7 @@ def read_published(results_file: str | Path) -> tuple[dict, Path]:
     path = Path(results_file)
     if not path.is_file():
         raise AttncnnError(f"results file {path} does not exist")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise AttncnnError(f"{path} is not readable JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise AttncnnError(f"{path} is not an attncnn results file")
+    record = read_record(path)
     weights = published_weights_path(path, record)
     if weights is None:
         raise AttncnnError(f"{path} has no published_weights: publish the run first "
