@@ -186,9 +186,7 @@ class _Run:
         if data is None:
             raise AttncnnError(f"model.whiten_images needs an in-memory data source; "
                                f"{self.cfg.data.name!r} streams from disk")
-        loader = self.loaders.train
-        images = data.images[:count].to(self.device).float()
-        self.net.whiten((images - loader.mean) / loader.std)
+        self.net.whiten(self.loaders.train.normalise(data.images[:count]))
 
     # -- checkpoints --
 
