@@ -191,7 +191,7 @@ def test_engine_runs_the_fast_recipe_and_resumes_it_bit_identically(tmp_path, mo
 
     def config(root):
         return toy_config(root, model={"name": "attn_fastnet", "args": {"widths": [4, 8, 8]},
-                                       "whiten_images": 32},
+                                       "whiten_images": 32, "whiten_bias_epochs": 1},
                           data={"pad_mode": "reflect"},
                           optim={"lookahead": True, "norm_bias_lr_scale": 8.0, "lr": 0.2},
                           schedule={"name": "linear", "epochs": 3, "warmup_epochs": 1,
@@ -268,3 +268,59 @@ def test_engine_evaluates_with_shifted_copies_and_its_weights_say_so(tmp_path):
     # a run without shifted copies keeps the recipe it had before the setting existed
     assert "eval_translate" not in train(toy_config(tmp_path / "b", schedule={
         "epochs": 1, "milestones": []}), quiet=True)["recipe"]
+
+
+def test_a_parameter_can_stop_training_at_a_step():
+    """stop_at: its own group (the decay it would have had) whose lr set_lr makes 0 from
+    that global step; the rest follow the schedule as before."""
+    from attncnn.engine.config import OptimConfig
+    from attncnn.engine.optim import build_optimizer, set_lr
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    bias = model[0].bias
+    opt = build_optimizer(model, OptimConfig(lr=0.5, weight_decay=1e-3, momentum=0.9),
+                          stop_at={bias: 10})
+    own = [g for g in opt.param_groups if "until_step" in g]
+    assert len(own) == 1 and own[0]["params"] == [bias] and own[0]["weight_decay"] == 1e-3
+    assert all(bias is not p for g in opt.param_groups if g is not own[0] for p in g["params"])
+    set_lr(opt, 0.25, step=9)
+    assert [g["lr"] for g in opt.param_groups] == [0.25, 0.25]
+    set_lr(opt, 0.25, step=10)
+    assert [g["lr"] for g in opt.param_groups] == [0.25, 0.0]
+    before = bias.detach().clone()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    assert torch.equal(bias.detach(), before)          # momentum and decay move nothing at lr 0
+    assert not torch.equal(model[0].weight.grad, torch.zeros_like(model[0].weight))
+
+
+def test_the_whitened_stems_bias_trains_for_its_epochs_then_stops(tmp_path, monkeypatch):
+    """model.whiten_bias_epochs: 1 epoch of 4 steps, then the bias the training forward
+    passes see no longer changes (lookahead off: it would pull the bias back)."""
+    from attncnn.engine.train import train
+    from attncnn.models.fastnet import FastNet
+    from engine_toy import one_torch_thread, toy_config
+
+    seen = []
+    forward = FastNet.forward
+
+    def recording(self, x):
+        if self.training:
+            seen.append(self.whitening_bias().detach().clone())
+        return forward(self, x)
+
+    monkeypatch.setattr(FastNet, "forward", recording)
+    cfg = toy_config(tmp_path, model={"name": "fastnet", "args": {"widths": [4, 8, 8]},
+                                      "whiten_images": 32, "whiten_bias_epochs": 1},
+                     schedule={"name": "linear", "epochs": 2, "milestones": []})
+    with one_torch_thread():
+        record = train(cfg, quiet=True)
+    assert record["recipe"]["whiten_bias_epochs"] == 1
+    assert len(seen) == 8                    # 2 epochs of 4 steps
+    assert all(not torch.equal(a, b) for a, b in zip(seen[:4], seen[1:5]))  # steps 0-3 train it
+    assert all(torch.equal(seen[4], later) for later in seen[5:])            # then it stays
+    with pytest.raises(AttncnnError, match="model.whiten_bias_epochs must be >= 0"):
+        load_config(None, ["model.name=fastnet", "model.whiten_images=10",
+                           "model.whiten_bias_epochs=-0.5"])
+    with pytest.raises(AttncnnError, match="needs model.whiten_images"):
+        load_config(None, ["model.name=fastnet", "model.whiten_bias_epochs=3"])

@@ -40,6 +40,8 @@ class ModelConfig:
     name: str = "attn_resnet20_cifar"   # any registry name (`attncnn models`)
     args: dict = field(default_factory=dict)  # create_model overrides, e.g. {attention_placement: block}
     whiten_images: int = 0              # > 0: whiten the stem from this many train images (fastnet)
+    whiten_bias_epochs: float = 0.0     # > 0: the whitened stem's bias trains this many epochs,
+                                        # then its learning rate is 0 (airbench: 3); 0: throughout
 
     def validate(self, source: str = "config") -> None:
         """The name is registered and the args build it (on the meta device: shapes only,
@@ -57,6 +59,12 @@ class ModelConfig:
             _refuse(source, "model.args.num_classes", "is set from the data's classes; remove it")
         if self.whiten_images < 0:
             _refuse(source, "model.whiten_images", f"must be >= 0, got {self.whiten_images}")
+        if not (math.isfinite(self.whiten_bias_epochs) and self.whiten_bias_epochs >= 0):
+            _refuse(source, "model.whiten_bias_epochs",
+                    f"must be >= 0 and finite, got {self.whiten_bias_epochs}")
+        if self.whiten_bias_epochs and not self.whiten_images:
+            _refuse(source, "model.whiten_bias_epochs", "needs model.whiten_images > 0 (it "
+                                                        "stops the whitened stem's bias)")
         try:
             with torch.device("meta"):
                 model = create_model(self.name, **self.args)

@@ -102,7 +102,7 @@ class EpochLoop:
         for x, y in self.loader.epoch(epoch, start_step):
             global_step = epoch * spe + step
             lr = lr_at(global_step, spe, cfg.optim.lr, cfg.schedule)
-            set_lr(self.optimizer, lr)
+            set_lr(self.optimizer, lr, global_step)
             loss, logits = self.step_fn(x, y)
             if self.lookahead is not None:
                 self.lookahead.after_step(global_step + 1, self.total_steps)

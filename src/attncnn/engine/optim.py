@@ -22,19 +22,28 @@ def _norm_biases(model: nn.Module) -> set[int]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool,
-                     norm_bias_lr_scale: float = 1.0) -> list[dict]:
+                     norm_bias_lr_scale: float = 1.0,
+                     stop_at: dict[nn.Parameter, int] | None = None) -> list[dict]:
     """The trainable parameters in groups: one with decay; with `no_decay_norm_bias`, one
     (decay 0) holding every bias and every normalisation weight (1-d parameters), as in
     Goyal et al. 2017; with `norm_bias_lr_scale` s != 1, the normalisation layers' biases
     in a group of their own whose learning rate is s times the rest (`lr_scale`, which
     `set_lr` applies) and whose weight decay is divided by s, so that the decay per step
-    (lr * wd) stays as it was (airbench's "bias scaler", there 64)."""
+    (lr * wd) stays as it was (airbench's "bias scaler", there 64). `stop_at` {parameter:
+    step}: each in a group of its own (its decay as it would have had) whose learning rate
+    `set_lr` makes 0 from that global step on (`until_step`): it stops training there, in a
+    way DDP does not notice (its gradient is still computed and reduced)."""
     scaled = _norm_biases(model) if norm_bias_lr_scale != 1.0 else set()
-    decay, no_decay, fast = [], [], []
+    stopping = {id(p): (p, step) for p, step in (stop_at or {}).items()}
+    decay, no_decay, fast, stopped = [], [], [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        if id(p) in scaled:
+        if id(p) in stopping:
+            wd = 0.0 if no_decay_norm_bias and p.ndim <= 1 else weight_decay
+            stopped.append({"params": [p], "weight_decay": wd,
+                            "until_step": stopping[id(p)][1]})
+        elif id(p) in scaled:
             fast.append(p)
         elif no_decay_norm_bias and p.ndim <= 1:
             no_decay.append(p)
@@ -47,16 +56,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: 
         groups.append({"params": fast, "lr_scale": norm_bias_lr_scale,
                        "weight_decay": 0.0 if no_decay_norm_bias
                        else weight_decay / norm_bias_lr_scale})
-    return groups
+    return groups + stopped
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig,
-                    device: torch.device | str = "cpu") -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device | str = "cpu",
+                    stop_at: dict[nn.Parameter, int] | None = None) -> torch.optim.SGD:
     """The one SGD of the project (training, `attncnn bench`, the time-to-accuracy
     benchmark): momentum, optionally Nesterov, weight decay and learning-rate scales as
-    `parameter_groups` says; on CUDA the fused kernel (the whole update in one launch)."""
+    `parameter_groups` says (`stop_at`: parameters that stop training at a given step);
+    on CUDA the fused kernel (the whole update in one launch)."""
     groups = parameter_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias,
-                              cfg.norm_bias_lr_scale)
+                              cfg.norm_bias_lr_scale, stop_at)
     for group in groups:
         group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
     extra = {"fused": True} if torch.device(device).type == "cuda" else {}
@@ -97,10 +107,12 @@ def lr_at(step: int, steps_per_epoch: int, base_lr: float, cfg: ScheduleConfig) 
     return lr
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Every group's learning rate to `lr` times its `lr_scale` (1 where it has none)."""
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, step: int | None = None) -> None:
+    """Every group's learning rate to `lr` times its `lr_scale` (1 where it has none); 0
+    for a group whose `until_step` global `step` has reached."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        stopped = step is not None and step >= group.get("until_step", math.inf)
+        group["lr"] = 0.0 if stopped else lr * group.get("lr_scale", 1.0)
 
 
 def build_loss(cfg: OptimConfig) -> nn.Module:

@@ -20,7 +20,8 @@ def recipe(cfg: Config, amp: bool) -> dict:
              "warmup_start": (s.warmup_start, 0.0), "end_factor": (s.end_factor, 0.0),
              "pad_mode": (cfg.data.pad_mode, "zeros"),
              "eval_translate": (cfg.data.eval_translate, 0),
-             "whiten_images": (cfg.model.whiten_images, 0)}
+             "whiten_images": (cfg.model.whiten_images, 0),
+             "whiten_bias_epochs": (cfg.model.whiten_bias_epochs, 0.0)}
     extra = {k: value for k, (value, default) in later.items() if value != default}
     return {"epochs": s.epochs, "batch_size": cfg.data.batch_size, "optimizer": o.name,
             "lr": o.lr, "momentum": o.momentum, "nesterov": o.nesterov,

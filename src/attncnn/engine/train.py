@@ -141,7 +141,11 @@ class _Run:
         # then restores the same stem).
         if cfg.model.whiten_images:
             self._whiten(cfg.model.whiten_images)
-        self.optimizer = build_optimizer(self.net, cfg.optim, device)
+        stop_at = None
+        if cfg.model.whiten_bias_epochs:   # airbench: the whitened stem's bias, 3 epochs
+            stop_at = {self.net.whitening_bias(): round(cfg.model.whiten_bias_epochs
+                                                        * self.steps_per_epoch)}
+        self.optimizer = build_optimizer(self.net, cfg.optim, device, stop_at)
         criterion = build_loss(cfg.optim)
 
         self.epoch, self.step = 0, 0            # position of the next step to run

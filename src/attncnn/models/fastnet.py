@@ -104,6 +104,11 @@ class FastNet(Backbone):
         whiten_conv_(conv, images.to(conv.weight.device), eps)
         conv.weight.requires_grad_(False)
 
+    def whitening_bias(self) -> nn.Parameter:
+        """The whitening stem's bias: it still trains after `whiten` (airbench trains it for
+        the first 3 epochs only; `model.whiten_bias_epochs` in a config)."""
+        return self.stem[0].bias
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] -> last feature maps [B, widths[-1], h, w] (3x3 at 32x32)."""
         return self.attention(self.stages(self.stem(x)))
