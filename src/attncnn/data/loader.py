@@ -197,18 +197,18 @@ class DeviceLoader(ShardedCounts):
                 if self.resized:
                     pixels = resized_crops(self.images[index], boxes[step], mirror.bool(),
                                            self.size[0])
-                    yield self.normalise(pixels), self.labels[index]
+                    yield self._normalise(pixels), self.labels[index]
                     continue
                 if self.augment:
                     images = crop_flip(self.images, index, dy, dx, mirror.bool(), self.size)
                 else:
                     images = self.images[index]
-                yield self.normalise(images), self.labels[index]
+                yield self._normalise(images), self.labels[index]
         else:
             mine = torch.arange(self.rank, len(self.labels), self.world_size, device=self.device)
             for step in range(start_step, len(self)):
                 index = mine[step * self.batch_size: (step + 1) * self.batch_size]
-                yield self.normalise(self.images[index]), self.labels[index]
+                yield self._normalise(self.images[index]), self.labels[index]
 
     def __iter__(self):
         return self.epoch(0)
@@ -248,7 +248,11 @@ class DeviceLoader(ShardedCounts):
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, C, H, W] -> float32 on this loader's device, normalised with its
         mean and std (and channels_last where it feeds that): what the model is fed."""
-        x = (images.to(self.device).float() - self.mean) / self.std
+        return self._normalise(images.to(self.device))
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """normalise() of images already on the device (the epoch loop: no transfer call)."""
+        x = (images.float() - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
