@@ -38,7 +38,7 @@ case "$job" in
   val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
         CONFIGS='$WT'/configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
         SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
-  fast_val) COMMIT=2ced6f0c2915f78c95171f6ae6e9f3eaefa61464
+  fast_val) COMMIT=1a65073f3d1c5badff197e177dd75b3521171850
         C='$WT'/configs/cpu_cifar10_fast_val
         ROWS=${ROWS:-fastnet_e8 fastnet_e16 fastnet_e24}
         CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
