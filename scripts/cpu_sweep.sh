@@ -22,6 +22,10 @@
 # with one torch thread, so two can share a 2-core machine. Run directories live under $RUNS
 # (outside the work tree).
 set -euo pipefail
+# The whole script is one { ... } block, read before any of it runs: bash reads a script as
+# it goes, so an edit made while a job runs (a commit pinned below, say) would otherwise be
+# read mid-line by the running job (the seventh session's jobs ended on a syntax error so).
+{
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-$HOME/runs}
 SHARED=$(cd "$REPO/.." && pwd)/shared/data
@@ -122,3 +126,4 @@ for seed in $SEEDS; do              # seed-major, as the sweep goes
   done
 done
 exit $rc_all
+}
