@@ -271,7 +271,7 @@ def test_engine_evaluates_with_shifted_copies_and_its_weights_say_so(tmp_path):
 
 
 def test_a_parameter_can_stop_training_at_a_step():
-    """stop_at: its own group (the decay it would have had) whose lr set_lr makes 0 from
+    """stop_at: its own group (the settings it would have had) whose lr set_lr makes 0 from
     that global step; the rest follow the schedule as before."""
     from attncnn.engine.config import OptimConfig
     from attncnn.engine.optim import build_optimizer, set_lr
@@ -292,6 +292,13 @@ def test_a_parameter_can_stop_training_at_a_step():
     opt.step()
     assert torch.equal(bias.detach(), before)          # momentum and decay move nothing at lr 0
     assert not torch.equal(model[0].weight.grad, torch.zeros_like(model[0].weight))
+    # a norm bias under the lr scale keeps its scale and divided decay in its own group
+    scaled = build_optimizer(model, OptimConfig(lr=0.5, weight_decay=1e-3, norm_bias_lr_scale=4.0),
+                             stop_at={model[1].bias: 3})
+    own = [g for g in scaled.param_groups if "until_step" in g]
+    assert own[0]["params"] == [model[1].bias] and own[0]["lr_scale"] == 4.0
+    assert own[0]["weight_decay"] == pytest.approx(2.5e-4)
+    assert not any("lr_scale" in g for g in scaled.param_groups if g is not own[0])
 
 
 def test_the_whitened_stems_bias_trains_for_its_epochs_then_stops(tmp_path, monkeypatch):

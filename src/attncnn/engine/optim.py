@@ -30,33 +30,34 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: 
     in a group of their own whose learning rate is s times the rest (`lr_scale`, which
     `set_lr` applies) and whose weight decay is divided by s, so that the decay per step
     (lr * wd) stays as it was (airbench's "bias scaler", there 64). `stop_at` {parameter:
-    step}: each in a group of its own (its decay as it would have had) whose learning rate
-    `set_lr` makes 0 from that global step on (`until_step`): it stops training there, in a
-    way DDP does not notice (its gradient is still computed and reduced)."""
+    step}: each in a group of its own, with the settings of the group it would have joined,
+    whose learning rate `set_lr` makes 0 from that global step on (`until_step`): it stops
+    training there, in a way DDP does not notice (its gradient is still computed and
+    reduced)."""
     scaled = _norm_biases(model) if norm_bias_lr_scale != 1.0 else set()
-    stopping = {id(p): (p, step) for p, step in (stop_at or {}).items()}
-    decay, no_decay, fast, stopped = [], [], [], []
+    settings = {"decay": {"weight_decay": weight_decay},
+                "no_decay": {"weight_decay": 0.0},
+                "fast": {"lr_scale": norm_bias_lr_scale,
+                         "weight_decay": 0.0 if no_decay_norm_bias
+                         else weight_decay / norm_bias_lr_scale}}
+    members: dict[str, list] = {kind: [] for kind in settings}
+    stop_steps = {id(p): step for p, step in (stop_at or {}).items()}
+    stopped = []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        if id(p) in stopping:
-            wd = 0.0 if no_decay_norm_bias and p.ndim <= 1 else weight_decay
-            stopped.append({"params": [p], "weight_decay": wd,
-                            "until_step": stopping[id(p)][1]})
-        elif id(p) in scaled:
-            fast.append(p)
+        if id(p) in scaled:
+            kind = "fast"
         elif no_decay_norm_bias and p.ndim <= 1:
-            no_decay.append(p)
+            kind = "no_decay"
         else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay_norm_bias:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    if fast:
-        groups.append({"params": fast, "lr_scale": norm_bias_lr_scale,
-                       "weight_decay": 0.0 if no_decay_norm_bias
-                       else weight_decay / norm_bias_lr_scale})
-    return groups + stopped
+            kind = "decay"
+        if id(p) in stop_steps:
+            stopped.append({"params": [p], **settings[kind], "until_step": stop_steps[id(p)]})
+        else:
+            members[kind].append(p)
+    kinds = ["decay"] + ["no_decay"] * no_decay_norm_bias + ["fast"] * bool(members["fast"])
+    return [{"params": members[kind], **settings[kind]} for kind in kinds] + stopped
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device | str = "cpu",
