@@ -9,6 +9,7 @@
 #   scripts/cpu_sweep.sh tier        # CIFAR-10: the six rows x seeds 0, 1, 2 on the test half
 #   scripts/cpu_sweep.sh val         # CIFAR-10: the recipe's validation frontier (24 epochs)
 #   scripts/cpu_sweep.sh fast_val    # CIFAR-10: FastNet's validation frontier (8, 16, 24 epochs)
+#   scripts/cpu_sweep.sh fast_tier   # CIFAR-10: the six rows on FastNet x seeds 0, 1, 2 (24 epochs)
 #   scripts/cpu_sweep.sh imagenette  # Imagenette: the four rows x seeds 0, 1 on the val half
 #   scripts/cpu_sweep.sh imagenette_val   # Imagenette: the recipe's check on held-out train
 #   scripts/cpu_sweep.sh tier --dry-run   # what is done, what resumes, what is new
@@ -29,7 +30,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-$HOME/runs}
 SHARED=$(cd "$REPO/.." && pwd)/shared/data
-job=${1:?usage: $0 tier|val|fast_val|imagenette|imagenette_val [attncnn sweep options]}; shift
+job=${1:?usage: $0 tier|val|fast_val|fast_tier|imagenette|imagenette_val [attncnn sweep options]}; shift
 TARBALL=cifar10-jpeg.tar.gz
 case "$job" in
   tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C='$WT'/configs/cpu_cifar10
@@ -47,6 +48,11 @@ case "$job" in
         ROWS=${ROWS:-fastnet_e8 fastnet_e16 fastnet_e24}
         CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
         SEEDS=0; OUT=$RUNS/cpu_cifar10_fast_val; PUB=results/cpu_cifar10_fast_val ;;
+  fast_tier) COMMIT=cf6c06098dba6c3f647ecba2aee7a06412b58eb7; C='$WT'/configs/cpu_cifar10_fast
+        ROWS=${ROWS:-fastnet attn_fastnet_stage attn_fastnet_stage_residual attn_fastnet_block
+                     se_fastnet cbam_fastnet}
+        CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
+        SEEDS=${SEEDS:-0 1 2}; OUT=$RUNS/cpu_cifar10_fast; PUB=results/cpu_cifar10_fast ;;
   imagenette) COMMIT=841f0609dd3a95eeb8d8edcc41d8af788efd0622; C='$WT'/configs/cpu_imagenette
         ROWS=${ROWS:-resnet18 attn_resnet18 se_resnet18 cbam_resnet18}
         CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
@@ -56,7 +62,7 @@ case "$job" in
         CONFIGS='$WT'/configs/cpu_imagenette_val/resnet18.yaml
         SEEDS=0; OUT=$RUNS/cpu_imagenette_val; PUB=results/cpu_imagenette_val
         TARBALL=imagenette2-160.tar.gz ;;
-  *) echo "unknown job $job (tier, val, fast_val, imagenette or imagenette_val)" >&2; exit 2 ;;
+  *) echo "unknown job $job (tier, val, fast_val, fast_tier, imagenette or imagenette_val)" >&2; exit 2 ;;
 esac
 DATA=${DATA:-$SHARED/$TARBALL}
 WT=${WT:-$HOME/exp/wt-${COMMIT:0:7}}
