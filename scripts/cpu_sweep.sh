@@ -32,38 +32,35 @@ RUNS=${RUNS:-$HOME/runs}
 SHARED=$(cd "$REPO/.." && pwd)/shared/data
 job=${1:?usage: $0 tier|val|fast_val|fast_tier|imagenette|imagenette_val [attncnn sweep options]}; shift
 TARBALL=cifar10-jpeg.tar.gz
+# Each job: its commit, its configs folder C and rows (the config files' names; ROWS=...
+# picks a subset where the job allows it), seeds, run and results folders.
 case "$job" in
   tier) COMMIT=5ec744164eea9a220c7c9bc064ed2156c634e81b; C='$WT'/configs/cpu_cifar10
-        CONFIGS="$C/resnet20.yaml $C/attn_resnet20_stage.yaml $C/attn_resnet20_stage_residual.yaml
-                 $C/attn_resnet20_block.yaml $C/se_resnet20.yaml $C/cbam_resnet20.yaml"
-        if [ -n "${ROWS:-}" ]; then
-          CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
-        fi
+        ROWS=${ROWS:-resnet20 attn_resnet20_stage attn_resnet20_stage_residual
+                     attn_resnet20_block se_resnet20 cbam_resnet20}
         SEEDS=${SEEDS:-0 1 2}; OUT=$RUNS/cpu_cifar10; PUB=results/cpu_cifar10 ;;
-  val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6
-        CONFIGS='$WT'/configs/cpu_cifar10_val/resnet20_e24.yaml   # 6 and 12 epochs: published
+  val)  COMMIT=87ede25ab1fc8c4ea552520491777f07ed0026e6; C='$WT'/configs/cpu_cifar10_val
+        ROWS=resnet20_e24                                         # 6 and 12 epochs: published
         SEEDS=0; OUT=$RUNS/cpu_cifar10_val; PUB=results/cpu_cifar10_val ;;
   fast_val) COMMIT=1a65073f3d1c5badff197e177dd75b3521171850
         C='$WT'/configs/cpu_cifar10_fast_val
         ROWS=${ROWS:-fastnet_e8 fastnet_e16 fastnet_e24}
-        CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
         SEEDS=0; OUT=$RUNS/cpu_cifar10_fast_val; PUB=results/cpu_cifar10_fast_val ;;
   fast_tier) COMMIT=cf6c06098dba6c3f647ecba2aee7a06412b58eb7; C='$WT'/configs/cpu_cifar10_fast
         ROWS=${ROWS:-fastnet attn_fastnet_stage attn_fastnet_stage_residual attn_fastnet_block
                      se_fastnet cbam_fastnet}
-        CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
         SEEDS=${SEEDS:-0 1 2}; OUT=$RUNS/cpu_cifar10_fast; PUB=results/cpu_cifar10_fast ;;
   imagenette) COMMIT=841f0609dd3a95eeb8d8edcc41d8af788efd0622; C='$WT'/configs/cpu_imagenette
         ROWS=${ROWS:-resnet18 attn_resnet18 se_resnet18 cbam_resnet18}
-        CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
         SEEDS=${SEEDS:-0 1}; OUT=$RUNS/cpu_imagenette; PUB=results/cpu_imagenette
         TARBALL=imagenette2-160.tar.gz ;;
   imagenette_val) COMMIT=841f0609dd3a95eeb8d8edcc41d8af788efd0622
-        CONFIGS='$WT'/configs/cpu_imagenette_val/resnet18.yaml
+        C='$WT'/configs/cpu_imagenette_val; ROWS=resnet18
         SEEDS=0; OUT=$RUNS/cpu_imagenette_val; PUB=results/cpu_imagenette_val
         TARBALL=imagenette2-160.tar.gz ;;
   *) echo "unknown job $job (tier, val, fast_val, fast_tier, imagenette or imagenette_val)" >&2; exit 2 ;;
 esac
+CONFIGS=""; for r in $ROWS; do CONFIGS="$CONFIGS $C/$r.yaml"; done
 DATA=${DATA:-$SHARED/$TARBALL}
 WT=${WT:-$HOME/exp/wt-${COMMIT:0:7}}
 if [ ! -d "$WT/src" ]; then
