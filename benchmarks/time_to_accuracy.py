@@ -26,7 +26,9 @@ Both are fixed-length schedules, so "time to target" is measured as a ladder: ea
 trains with its first schedule length, and if the accuracy misses the target, retrains from
 scratch with the next; the time reported is that of the first run that reaches the target
 (training + final evaluation; compile/warm-up is a separate figure, `warmup_s`), and every
-try is kept in the results file. Evaluation is on the 5,000-image `test` folder of the
+try is kept in the results file. A try evaluated under bf16 autocast (`eval_amp`) also
+records `accuracy_float32`: the same weights evaluated in float32 after the clock stops, so
+the two precisions pair up. Evaluation is on the 5,000-image `test` folder of the
 tarball, or, with --val-fraction F, on F of the training images held out exactly as
 `data.val_fraction` does (stratified, data.seed 0), training on the rest: the test half is
 then never loaded (tune there, never on test). airbench runs first, and the file is
@@ -101,7 +103,9 @@ def ladder(name: str, run_one, lengths: list, target: float, side: dict, save) -
         tries.append(result)
         save()
         print(f"  {name}: {length} epochs -> {result['accuracy']:.2f}% in {result['time_s']:.2f} s "
-              f"(train {result['train_s']:.2f} s + eval {result['eval_s']:.2f} s)", flush=True)
+              f"(train {result['train_s']:.2f} s + eval {result['eval_s']:.2f} s)"
+              + (f"; the same weights in float32: {result['accuracy_float32']:.2f}%"
+                 if "accuracy_float32" in result else ""), flush=True)
         if result["accuracy"] >= target:
             return {"reached": True, "time_to_target_s": result["time_s"], "epochs": length,
                     "accuracy": result["accuracy"], "tries": tries}

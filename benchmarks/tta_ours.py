@@ -205,22 +205,30 @@ class Ours:
         accuracy = self.evaluate()
         synchronize(device)
         total_s = time.perf_counter() - start
-        return {"epochs": epochs, "steps": steps, "accuracy": accuracy, "train_s": train_s,
-                "eval_s": total_s - train_s, "time_s": total_s,
-                "images_per_s": steps * recipe.batch_size / train_s,
-                "epoch_loss": [float(l) / len(self.batches) for l in epoch_losses]}
+        result = {"epochs": epochs, "steps": steps, "accuracy": accuracy, "train_s": train_s,
+                  "eval_s": total_s - train_s, "time_s": total_s,
+                  "images_per_s": steps * recipe.batch_size / train_s,
+                  "epoch_loss": [float(l) / len(self.batches) for l in epoch_losses]}
+        if self.eval_dtype() is not None:  # after the clock: what float32 gives the same weights
+            result["accuracy_float32"] = self.evaluate(float32=True)
+        return result
 
     def normalised(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] -> float32 on the device, normalised as the loaders do."""
         mean, std = normalisation(CIFAR_MEAN, CIFAR_STD, self.device)
         return (images.to(self.device).float() - mean) / std
 
-    def evaluate(self) -> float:
+    def eval_dtype(self) -> torch.dtype | None:
+        """The final evaluation's autocast dtype: bf16 if `amp` and `eval_amp`, else None
+        (float32)."""
+        return autocast_dtype(self.recipe.amp and self.recipe.eval_amp)
+
+    def evaluate(self, float32: bool = False) -> float:
         """Top-1 percent on the evaluation images (flip TTA if the recipe says so), under
-        autocast if `eval_amp`, else in float32."""
+        autocast if `eval_amp` (and not `float32`), else in float32."""
         self.model.eval()
         recipe = self.recipe
-        infer = make_infer_step(self.run, self.device, autocast_dtype(recipe.amp and recipe.eval_amp),
+        infer = make_infer_step(self.run, self.device, None if float32 else self.eval_dtype(),
                                 flip=recipe.flip_tta, translate=recipe.tta_translate)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in self.test_batches.epoch():

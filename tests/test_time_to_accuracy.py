@@ -154,6 +154,28 @@ def test_ours_trains_and_evaluates_on_the_cpu():
     assert 0 <= result["accuracy"] <= 100 and result["time_s"] >= result["train_s"] > 0
     again = ours.train(epochs=2)  # every run starts from the same initial weights
     assert again["epoch_loss"] == result["epoch_loss"]
+    assert "accuracy_float32" not in result  # evaluated in float32 already
+
+
+def test_a_bf16_evaluation_also_records_float32_accuracy_outside_the_clock(monkeypatch):
+    """eval_amp: the timed evaluation runs under bf16 autocast; the same weights are then
+    evaluated in float32 (not timed), so the two precisions' accuracies pair up."""
+    from attncnn.data.dataset import ArrayDataset
+
+    module = load_time_to_accuracy()
+    gen = torch.Generator().manual_seed(0)
+    data = [ArrayDataset(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=gen),
+                         torch.arange(n) % 4, ["a", "b", "c", "d"]) for n in (24, 8)]
+    recipe = module.Recipe(batch_size=8, amp=True, eval_amp=True, compile=False,
+                           channels_last=False, crop_padding=1, model_args={"width": 2})
+    ours = module.Ours(recipe, *data, torch.device("cpu"))
+    seen = []
+    evaluate = ours.evaluate
+    monkeypatch.setattr(ours, "evaluate", lambda float32=False: (seen.append(float32),
+                                                                 evaluate(float32))[1])
+    result = ours.train(epochs=1)
+    assert seen == [False, True] and ours.eval_dtype() == torch.bfloat16
+    assert 0 <= result["accuracy_float32"] <= 100 and 0 <= result["accuracy"] <= 100
 
 
 def test_one_cycle_can_start_and_end_above_zero():
