@@ -17,7 +17,8 @@
 #   git worktree add --detach ~/exp/wt-X <commit>
 #   RESULTS=$PWD/results/time_to_accuracy ~/exp/wt-X/benchmarks/cpu_time_split.sh [name ...]
 # Needs the README's set-up plus airbench (pip install airbench==0.1.8) and the data at
-# $DATA (default ../shared/data/cifar10-jpeg.tar.gz). About 30 minutes in all.
+# $DATA (default ../shared/data/cifar10-jpeg.tar.gz). About 30 minutes in all. Then
+# `python benchmarks/cpu_time_split_summary.py --markdown` prints the split.
 set -euo pipefail
 {
 REPO=$(cd "$(dirname "$0")/.." && pwd)
