@@ -23,21 +23,16 @@ import sys
 from pathlib import Path
 
 NAMES = ("ref", "bf16eval", "noattn")
+SIDES = {"ref": ("airbench", "ours"), "bf16eval": ("ours",), "noattn": ("ours",)}  # ladders each ran
 
 
 class SplitError(Exception):
     pass
 
 
-def last_try(doc: dict, side: str, path: Path) -> dict:
-    block = doc.get(side)
-    if not isinstance(block, dict) or not block.get("tries"):
-        raise SplitError(f"{path}: no {side} tries (an incomplete or different run)")
-    return block["tries"][-1]
-
-
 def load(directory: Path) -> dict[str, dict]:
-    """name -> the results document of cpu-split-<name>.json; every one must be complete."""
+    """name -> the results document of cpu-split-<name>.json; every one must be complete,
+    with tries in each ladder it ran."""
     docs = {}
     for name in NAMES:
         path = directory / f"cpu-split-{name}.json"
@@ -49,14 +44,19 @@ def load(directory: Path) -> dict[str, dict]:
             raise SplitError(f"{path}: not a readable JSON file ({err})") from None
         if not doc.get("complete"):
             raise SplitError(f"{path}: the run did not finish (complete is false)")
+        for side in SIDES[name]:
+            block = doc.get(side)
+            if not isinstance(block, dict) or not block.get("tries"):
+                raise SplitError(f"{path}: no {side} tries (an incomplete or different run)")
         docs[name] = doc
     return docs
 
 
-def rows(docs: dict[str, dict], directory: Path) -> list[dict]:
-    """One line per try at the rung: who, epochs, train_s, eval_s, time_s, accuracy."""
+def rows(docs: dict[str, dict]) -> list[dict]:
+    """One line per try at the rung (each ladder's last try): who, epochs, train_s, eval_s,
+    time_s, accuracy."""
     def line(label, name, side):
-        t = last_try(docs[name], side, directory / f"cpu-split-{name}.json")
+        t = docs[name][side]["tries"][-1]
         return {"label": label, "epochs": t["epochs"], "train_s": float(t["train_s"]),
                 "eval_s": float(t["eval_s"]), "time_s": float(t["time_s"]),
                 "accuracy": float(t["accuracy"]), "accuracy_float32": t.get("accuracy_float32"),
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     directory = Path(args.directory)
     try:
-        lines = rows(load(directory), directory)
+        lines = rows(load(directory))
     except SplitError as err:
         print(f"cpu_time_split_summary: {err}", file=sys.stderr)
         return 2

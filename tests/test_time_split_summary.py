@@ -1,6 +1,7 @@
 """benchmarks/cpu_time_split_summary.py: the gap between ours and airbench94 split into parts
 that add up to it, from the three files of benchmarks/cpu_time_split.sh; missing or
-unfinished files are named in one line."""
+unfinished files, or
+a ladder without tries, are named in one line."""
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def write_split(directory, complete=True):
 def test_the_parts_add_up_to_the_gap_and_come_from_the_right_runs(tmp_path, capsys):
     summary = load_benchmark("cpu_time_split_summary")
     write_split(tmp_path)
-    lines = summary.rows(summary.load(tmp_path), tmp_path)
+    lines = summary.rows(summary.load(tmp_path))
     assert [r["time_s"] for r in lines] == [408.0, 490.0, 459.0, 428.5]  # the last try of each
     parts = summary.split(lines)
     gap, *rest = parts.values()
@@ -43,13 +44,17 @@ def test_the_parts_add_up_to_the_gap_and_come_from_the_right_runs(tmp_path, caps
     assert "| evaluation precision (ref eval - bf16eval eval) | +21.0 | +5.1% |" in out
 
 
-@pytest.mark.parametrize("problem", ["missing", "unfinished"])
+@pytest.mark.parametrize("problem", ["missing", "unfinished", "no airbench tries"])
 def test_a_missing_or_unfinished_run_is_named(tmp_path, capsys, problem):
     summary = load_benchmark("cpu_time_split_summary")
     write_split(tmp_path, complete=problem != "unfinished")
     if problem == "missing":
         (tmp_path / "cpu-split-noattn.json").unlink()
+    if problem == "no airbench tries":
+        ref = tmp_path / "cpu-split-ref.json"
+        ref.write_text(json.dumps({**json.loads(ref.read_text()), "airbench": {"tries": []}}))
     assert summary.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cpu-split-" in err
-    assert ("not found" if problem == "missing" else "did not finish") in err
+    assert {"missing": "not found", "unfinished": "did not finish",
+            "no airbench tries": "cpu-split-ref.json: no airbench tries"}[problem] in err
