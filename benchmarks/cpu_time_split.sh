@@ -25,6 +25,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 RESULTS=${RESULTS:-$REPO/results/time_to_accuracy}
 DATA=${DATA:-$(cd "$REPO/.." && pwd)/shared/data/cifar10-jpeg.tar.gz}
 [ -f "$DATA" ] || { echo "cpu_time_split: no CIFAR-10 JPEG copy at $DATA (set DATA=...)" >&2; exit 2; }
+# The gap it splits was measured under bf16 (both sides, training; airbench's evaluation too):
+# on a CPU without bf16 units both would run float32 and `bf16eval` would be emulated.
+if [ "${BF16_OPTIONAL:-0}" != 1 ] && ! PYTHONPATH="$REPO/src" python -c \
+    "import sys; from attncnn.engine.device import cpu_has_native_bf16 as f; sys.exit(not f())"; then
+  echo "cpu_time_split: this CPU has no bf16 units; the gap it splits was measured with them" \
+       "(run it on such a CPU, or set BF16_OPTIONAL=1)" >&2
+  exit 3
+fi
 RESIDUAL='attention_options={mode: residual}'
 run() {  # NAME ARGS...: one time_to_accuracy command, unless its complete file is there
   local name=$1; shift

@@ -21,7 +21,8 @@
 # Needs a Python with torch and attncnn's dependencies (the README's set-up), the data at
 # $DATA (default: ../shared/data/<the job's tarball>), and one core per job: each job runs
 # with one torch thread, so two can share a 2-core machine. Run directories live under $RUNS
-# (outside the work tree).
+# (outside the work tree). Every run published so far trained under bf16 autocast, so the
+# jobs run only on a CPU with bf16 units (below; BF16_OPTIONAL=1 overrides).
 set -euo pipefail
 # The whole script is one { ... } block, read before any of it runs: bash reads a script as
 # it goes, so an edit made while a job runs (a commit pinned below, say) would otherwise be
@@ -111,6 +112,18 @@ take() {  # NAME: 0 if this job now holds the lock
   echo $$ > "$lock/pid"; return 0              # stale: its job is gone
 }
 dry=0; case " $* " in *" --dry-run "*) dry=1 ;; esac
+# Every run these jobs have published trained under bf16 autocast (`run.amp: auto` on a CPU
+# with bf16 units). On a CPU without them auto means float32: a new run would not share its
+# row's recipe (the report keeps it apart, unpaired), and a resumed one keeps its bf16, then
+# emulated, many times slower (15x for FastNet on an AVX2 EPYC). So they wait for such a CPU,
+# unless BF16_OPTIONAL=1 (say so beside any figure it gives).
+if [ $dry = 0 ] && [ "${BF16_OPTIONAL:-0}" != 1 ] && ! PYTHONPATH="$REPO/src" python -c \
+    "import sys; from attncnn.engine.device import cpu_has_native_bf16 as f; sys.exit(not f())"; then
+  echo "cpu_sweep: this CPU has no bf16 units (no avx512_bf16/amx_bf16 flag in /proc/cpuinfo), and" \
+       "the $job runs published so far trained under bf16 autocast; run it on a CPU that has" \
+       "them, or set BF16_OPTIONAL=1" >&2
+  exit 3
+fi
 rc_all=0
 for seed in $SEEDS; do              # seed-major, as the sweep goes
   for config in $CONFIGS; do

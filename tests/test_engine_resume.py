@@ -1,4 +1,5 @@
 """Checkpoints: an interrupted-and-resumed run ends bit-identical to an uninterrupted one."""
+import dataclasses
 import os
 import signal
 
@@ -206,3 +207,49 @@ def test_every_bit_reproducibility_claim_in_the_docs_names_the_cpu_model():
     assert claims  # the README makes one
     for name, sentence in claims:
         assert "CPU model" in sentence, (name, sentence)
+
+
+def _machine_has_bf16(monkeypatch, native: bool):
+    """Pretend this CPU does (or does not) compute bf16 in hardware, so that `run.amp: auto`
+    resolves to bf16 autocast (or float32)."""
+    import attncnn.engine.device as device_module
+    import attncnn.engine.train as train_module
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda *a: native)
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda *a: native)
+
+
+def _stopped_on_a_bf16_machine(tmp_path, monkeypatch, **run):
+    cfg = toy_config(tmp_path, schedule={"epochs": 2}, run={"device": "cpu", **run})
+    assert cfg.run.amp == "auto"
+    _machine_has_bf16(monkeypatch, True)
+    interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    record = train(cfg, quiet=True)
+    assert record["status"] == "interrupted" and record["recipe"]["amp"] is True
+    monkeypatch.undo()
+    _machine_has_bf16(monkeypatch, False)  # resumed on a CPU without bf16 units
+    return cfg, tmp_path / "toy"
+
+
+def test_a_run_resumed_on_another_machine_keeps_its_precision(tmp_path, monkeypatch, capsys,
+                                                             one_thread):
+    cfg, run_dir = _stopped_on_a_bf16_machine(tmp_path, monkeypatch)
+    assert final_state(run_dir)["amp"] is True
+    capsys.readouterr()
+    record = train(cfg, resume=run_dir, quiet=True)
+    assert record["status"] == "finished" and record["recipe"]["amp"] is True
+    said = capsys.readouterr()
+    assert "started in bf16 autocast and continues in bf16 autocast" in said.out + said.err
+    assert "emulated" in said.out + said.err
+    # a new run on this machine resolves auto for itself
+    fresh = train(toy_config(tmp_path / "new", schedule={"epochs": 1}), quiet=True)
+    assert fresh["recipe"]["amp"] is False
+
+
+def test_an_explicit_amp_on_resume_is_obeyed_and_said(tmp_path, monkeypatch, capsys, one_thread):
+    cfg, run_dir = _stopped_on_a_bf16_machine(tmp_path, monkeypatch)
+    capsys.readouterr()
+    explicit = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, amp=False))
+    record = train(explicit, resume=run_dir, quiet=True)
+    assert record["recipe"]["amp"] is False
+    said = capsys.readouterr()
+    assert "started in bf16 autocast and continues in float32, as set" in said.out + said.err

@@ -27,8 +27,9 @@ import torch
 
 from attncnn.data import build_loaders
 from attncnn.engine import checkpoint as ckpt
-from attncnn.engine.config import Config, dump_config, load_config
-from attncnn.engine.device import resolve_amp, resolve_channels_last, resolve_device, resolve_flag
+from attncnn.engine.config import AUTO, Config, dump_config, load_config
+from attncnn.engine.device import (cpu_has_native_bf16, resolve_amp, resolve_channels_last,
+                                  resolve_device, resolve_flag)
 from attncnn.engine.distributed import Dist, setup
 from attncnn.engine.environment import environment, utc_now
 from attncnn.engine.logger import MetricsLog, Progress, format_epoch
@@ -114,6 +115,8 @@ class _Run:
         if state is None and (self.run_dir / ckpt.LAST).exists():
             raise AttncnnError(f"{self.run_dir} already holds a run; continue it with --resume "
                                f"{self.run_dir} or pick another run.name")
+        if state is not None:
+            self._keep_arithmetic(state)
 
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -183,6 +186,26 @@ class _Run:
         if state is not None:
             ckpt.set_rng_state(state["rng"])  # last: everything above may draw numbers
 
+    def _keep_arithmetic(self, state: dict) -> None:
+        """A resumed run keeps the precision it started with. `run.amp: auto` resolves by the
+        machine (bf16 autocast on CUDA and on CPUs with bf16 in hardware), so a run stopped on
+        one machine and resumed on another would otherwise change its arithmetic mid-run, and
+        its seeds would no longer share one recipe. An explicit run.amp is obeyed, and said."""
+        started = state.get("amp")  # None: a checkpoint written before attncnn kept it
+        if started is None or bool(started) == self.amp:
+            return
+        then, now = (("bf16 autocast" if amp else "float32") for amp in (started, self.amp))
+        if self.cfg.run.amp != AUTO:
+            self.progress.message(f"run.amp={self.cfg.run.amp}: this run started in {then} and "
+                                  f"continues in {now}, as set")
+            return
+        self.amp, self.autocast_dtype = bool(started), autocast_dtype(bool(started))
+        slow = (" (this CPU has no bf16 units: it is emulated, many times slower; set "
+                "run.amp=false to switch)"
+                if self.amp and self.device.type == "cpu" and not cpu_has_native_bf16() else "")
+        self.progress.message(f"run.amp=auto: this run started in {then} and continues in "
+                              f"{then}, though this machine would choose {now}{slow}")
+
     def _whiten(self, count: int) -> None:
         """The model's whitening stem from the first `count` training images, normalised
         as the loader feeds them (the same on every rank)."""
@@ -231,6 +254,7 @@ class _Run:
             "sessions": self.sessions,
             "wall_time_s": self._wall_time_s(),
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
+            "amp": self.amp,  # as resolved: a resume elsewhere keeps it (_keep_arithmetic)
         }
 
     def _wall_time_s(self) -> float | None:
