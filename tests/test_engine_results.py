@@ -153,3 +153,11 @@ def test_the_training_loader_is_built_with_the_run_seed(tmp_path, monkeypatch, o
                               run={"seed": 2}), quiet=True)
     assert built[0].train.seed == train_seed(3, 2) == 2003 and built[0].eval.seed == 3
     assert (record["data"]["num_train"], record["data"]["num_eval"]) == (64, 24)  # not 2 x 24
+
+
+def test_environment_says_whether_the_cpu_has_bf16_units(monkeypatch):
+    import attncnn.engine.device as device_module
+    from attncnn.engine.environment import environment
+    for native in (True, False):
+        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda *a, n=native: n)
+        assert environment("cpu")["cpu_bf16"] is native

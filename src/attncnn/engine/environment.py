@@ -52,6 +52,11 @@ def device_name(device: torch.device) -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} torch threads"
 
 
+def _cpu_bf16() -> bool:
+    from attncnn.engine.device import cpu_has_native_bf16  # device imports the config
+    return cpu_has_native_bf16()
+
+
 def environment(device: torch.device | str, world_size: int = 1) -> dict:
     """Where figures were computed, the one record every command writes (results.json of
     train and eval, bench and explain reports).
@@ -75,4 +80,7 @@ def environment(device: torch.device | str, world_size: int = 1) -> dict:
         "git_dirty": dirty,
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
+        # the host CPU computes bf16 in hardware: where `run.amp: auto` chose bf16 on the
+        # CPU, and why two machines' minutes differ (docs/cpu_cifar10.md)
+        "cpu_bf16": _cpu_bf16(),
     }
