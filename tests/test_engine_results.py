@@ -156,8 +156,7 @@ def test_the_training_loader_is_built_with_the_run_seed(tmp_path, monkeypatch, o
 
 
 def test_environment_says_whether_the_cpu_has_bf16_units(monkeypatch):
-    import attncnn.engine.device as device_module
-    from attncnn.engine.environment import environment
+    import attncnn.engine.environment as environment_module
     for native in (True, False):
-        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda *a, n=native: n)
-        assert environment("cpu")["cpu_bf16"] is native
+        monkeypatch.setattr(environment_module, "cpu_has_native_bf16", lambda *a, n=native: n)
+        assert environment_module.environment("cpu")["cpu_bf16"] is native

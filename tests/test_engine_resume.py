@@ -218,8 +218,8 @@ def _machine_has_bf16(monkeypatch, native: bool):
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda *a: native)
 
 
-def _stopped_on_a_bf16_machine(tmp_path, monkeypatch, **run):
-    cfg = toy_config(tmp_path, schedule={"epochs": 2}, run={"device": "cpu", **run})
+def _stopped_on_a_bf16_machine(tmp_path, monkeypatch):
+    cfg = toy_config(tmp_path, schedule={"epochs": 2}, run={"device": "cpu"})
     assert cfg.run.amp == "auto"
     _machine_has_bf16(monkeypatch, True)
     interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))

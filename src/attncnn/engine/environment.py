@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from attncnn.engine.device import cpu_has_native_bf16
+
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -52,11 +54,6 @@ def device_name(device: torch.device) -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} torch threads"
 
 
-def _cpu_bf16() -> bool:
-    from attncnn.engine.device import cpu_has_native_bf16  # device imports the config
-    return cpu_has_native_bf16()
-
-
 def environment(device: torch.device | str, world_size: int = 1) -> dict:
     """Where figures were computed, the one record every command writes (results.json of
     train and eval, bench and explain reports).
@@ -82,5 +79,5 @@ def environment(device: torch.device | str, world_size: int = 1) -> dict:
         "platform": platform.platform(),
         # the host CPU computes bf16 in hardware: where `run.amp: auto` chose bf16 on the
         # CPU, and why two machines' minutes differ (docs/cpu_cifar10.md)
-        "cpu_bf16": _cpu_bf16(),
+        "cpu_bf16": cpu_has_native_bf16(),
     }
