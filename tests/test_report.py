@@ -29,7 +29,7 @@ JPEG = "CIFAR-10 (JPEG q75 copy)"
 def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", row="attn_resnet110",
                  dataset="cifar10_jpeg", seed=0, top1=90.0, epochs=4, data_name=JPEG,
                  completed=None, status="finished", history=True, name=None,
-                 wall=None, recipe=None, device_name="NVIDIA H100") -> Path:
+                 wall=None, recipe=None, device_name="NVIDIA H100", env=None) -> Path:
     """A results file as `attncnn train` writes it (docs/results-format.md)."""
     completed = epochs if completed is None else completed
     doc = {
@@ -49,7 +49,7 @@ def write_result(folder: Path, *, model="attn_resnet110_cifar", table="table1", 
         "history": [{"epoch": e + 1, "eval_top1": top1 * (e + 1) / completed}
                     for e in range(completed)] if history else [],
         "env": {"device": "cuda", "device_name": device_name, "git_commit": "0123456789abcdef",
-                "git_dirty": False},
+                "git_dirty": False, **(env or {})},
         "started_at": f"2026-11-25T15:{seed:02d}:00Z",
         "wall_time_s": wall,
         "weights": f"runs/x/{model}-s{seed}/model.safetensors",
@@ -507,6 +507,42 @@ def test_time_against_the_baseline_compares_runs_on_the_same_machine(tmp_path):
     md = (out / "report.md").read_text()
     cbam = next(line for line in md.splitlines() if line.startswith("| + CBAM") and " min |" in line)
     assert cbam.endswith("| n/a |")
+
+
+def test_machine_label_says_whether_the_cpu_computes_bf16_in_hardware():
+    from attncnn.analysis.report_runs import machine
+
+    name = "2-core CPU (AMD EPYC), 1 torch threads"
+    assert machine({"device": "cpu", "device_name": name}) == f"cpu ({name})"  # older records
+    assert machine({"device": "cpu", "device_name": name, "cpu_bf16": True}) == \
+        f"cpu ({name}; bf16 in hardware)"
+    assert machine({"device": "cpu", "device_name": name, "cpu_bf16": False}) == \
+        f"cpu ({name}; no bf16 in hardware)"
+    # a GPU run's record says nothing of the host CPU's bf16 in its label
+    assert machine({"device": "cuda", "device_name": "NVIDIA H100", "cpu_bf16": False}) == \
+        "cuda (NVIDIA H100)"
+    assert machine({}) == "?"
+
+
+def test_time_against_the_baseline_keeps_apart_cpus_of_one_name_with_and_without_bf16(tmp_path):
+    cpu = dict(table="cpu_cifar10", dataset="cifar10_jpeg", epochs=24)
+    epyc = "2-core CPU (AMD EPYC), 1 torch threads"
+    with_bf16 = {"device": "cpu", "cpu_bf16": True}
+    for seed in range(2):
+        write_result(tmp_path, model="resnet20_cifar", row="resnet20", seed=seed, top1=87.0,
+                     wall=400.0, device_name=epyc, env=with_bf16, **cpu)
+    write_result(tmp_path, model="se_resnet20_cifar", row="se_resnet20", seed=0, top1=87.5,
+                 wall=440.0, device_name=epyc, env=with_bf16, **cpu)
+    write_result(tmp_path, model="se_resnet20_cifar", row="se_resnet20", seed=1, top1=87.5,
+                 wall=4400.0, device_name=epyc, env={"device": "cpu", "cpu_bf16": False}, **cpu)
+    out = tmp_path / "out"
+    generate([tmp_path], out_dir=out, plot=False)
+    rows = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())
+            if r["table"] == "cpu_cifar10"}
+    # 440 s against 400 s on the bf16 EPYC; the AVX2 one's 4400 s has no baseline run there
+    assert float(rows["se_resnet20"]["time_ratio"]) == pytest.approx(1.1, abs=1e-4)
+    md = (out / "report.md").read_text()
+    assert f"{epyc}; no bf16 in hardware" in md and f"{epyc}; bf16 in hardware" in md
 
 
 def test_table_with_a_baseline_shows_paired_differences_and_time(tmp_path):

@@ -312,7 +312,8 @@ def _comparisons(table: Table) -> list[Comparison]:
 
 def time_ratio_by_machine(group: Group, base: Group) -> float | None:
     """The row's wall time over the baseline's, machine by machine: on each machine
-    (device and its name) where both rows have finished runs with whole wall times, the
+    (`report_runs.machine`: device, its name, and whether a CPU computes bf16 in hardware
+    where the record says) where both rows have finished runs with whole wall times, the
     ratio of their mean wall times; the mean of those ratios, or None where the rows share
     no machine. Runs of one table may come from machines that differ twofold in speed, so
     a ratio of means across machines would measure the machines."""

@@ -95,6 +95,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unknown"
 
 
+def machine(env: dict) -> str:
+    """The machine a run's minutes belong to, from its `env` record. Two CPUs of one marketing
+    name can differ 10x for bf16 autocast (an AVX2 EPYC against an AVX512-BF16 one), so where
+    the record says whether the CPU computes bf16 in hardware (`cpu_bf16`), the label does too;
+    the report compares wall times only between runs of one label."""
+    device = str(env.get("device", "?"))
+    details = [str(env["device_name"])] if env.get("device_name") else []
+    if device.startswith("cpu") and isinstance(env.get("cpu_bf16"), bool):
+        details.append("bf16 in hardware" if env["cpu_bf16"] else "no bf16 in hardware")
+    return f"{device} ({'; '.join(details)})" if details else device
+
+
 def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
     """A results document -> Run; `dataset_ids` maps data display names to column ids."""
     data, recipe, env = doc.get("data", {}), dict(doc.get("recipe", {})), doc.get("env", {})
@@ -110,9 +122,7 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
     status = doc.get("status", "finished")
     finished = status == "finished" and (epochs is None or completed is None or completed >= epochs)
     final = doc.get("final") or {}
-    device = str(env.get("device", "?"))
-    if env.get("device_name"):
-        device += f" ({env['device_name']})"
+    device = machine(env)
     row = str(tags.get("row") or model)
     if not tags.get("row") and model_args.get("attention") and model_args.get("attention_placement"):
         row += f" ({model_args['attention_placement']})"
