@@ -113,10 +113,11 @@ take() {  # NAME: 0 if this job now holds the lock
 }
 dry=0; case " $* " in *" --dry-run "*) dry=1 ;; esac
 # Every run these jobs have published trained under bf16 autocast (`run.amp: auto` on a CPU
-# with bf16 units). On a CPU without them auto means float32: a new run would not share its
-# row's recipe (the report keeps it apart, unpaired), and a resumed one keeps its bf16, then
-# emulated, many times slower (15x for FastNet on an AVX2 EPYC). So they wait for such a CPU,
-# unless BF16_OPTIONAL=1 (say so beside any figure it gives).
+# with bf16 units). On a CPU without them auto means float32: a new run trains in float32
+# (the report pools it with its row's bf16 seeds when it completes them, naming its
+# precision: docs/reproduce.md), and a resumed one keeps its bf16, then emulated, many times
+# slower (15x for FastNet on an AVX2 EPYC). So they wait for such a CPU unless
+# BF16_OPTIONAL=1, which a new float32 run needs (say so beside any figure it gives).
 if [ $dry = 0 ] && [ "${BF16_OPTIONAL:-0}" != 1 ] && ! PYTHONPATH="$REPO/src" python -c \
     "import sys; from attncnn.engine.device import cpu_has_native_bf16 as f; sys.exit(not f())"; then
   echo "cpu_sweep: this CPU has no bf16 units (no avx512_bf16/amx_bf16 flag in /proc/cpuinfo), and" \

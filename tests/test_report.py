@@ -134,20 +134,89 @@ def test_different_epochs_or_data_are_never_pooled(tmp_path):
     assert md.count("(1 seed, 200 ep)") == 1
 
 
-def test_runs_of_another_precision_or_recipe_are_never_pooled(tmp_path):
-    """bf16 autocast, flip TTA or another weight decay make another setting, with its own
-    footnote naming the precision and the TTA."""
+def test_runs_of_another_recipe_are_never_pooled(tmp_path):
+    """Flip TTA or another weight decay make another setting, with its own footnote naming
+    the TTA; the footnote names the runs' precision too."""
     write_result(tmp_path, seed=0, top1=80.0, recipe={"amp": False})
     write_result(tmp_path, seed=1, top1=82.0, recipe={"amp": False})
-    write_result(tmp_path, seed=0, top1=85.0, recipe={"amp": True, "eval_flip": True}, name="bf16")
-    write_result(tmp_path, seed=0, top1=70.0, recipe={"amp": False, "weight_decay": 5e-4}, name="wd")
+    write_result(tmp_path, seed=2, top1=85.0, recipe={"amp": True, "eval_flip": True}, name="bf16")
+    write_result(tmp_path, seed=2, top1=70.0, recipe={"amp": False, "weight_decay": 5e-4}, name="wd")
     runs, _ = load_runs([tmp_path])
     table = build_tables(runs, load_paper())[0]
     groups = table.cells["attn_resnet110", "cifar10_jpeg"].groups
     assert sorted((g.n, g.mean) for g in groups) == [(1, 70.0), (1, 85.0), (2, 81.0)]
     md = render_markdown([table], load_paper())
-    assert md.count("bf16 autocast, flip test-time augmentation") == 1
-    assert md.count("lr 0.1, weight decay 0.0005;") == 1
+    assert md.count("lr 0.1, flip test-time augmentation; model") == 1
+    assert md.count("lr 0.1, weight decay 0.0005; model") == 1
+    assert md.count("; precision bf16 autocast; commit") == 1
+    assert md.count("; precision float32; commit") == 2
+
+
+def cpu_row(tmp_path, model, row, seeds_top1, *, amp=True, wall=600.0,
+            device_name="2-core CPU (Intel Xeon), 1 torch threads", bf16=None):
+    for seed, top1 in seeds_top1.items():
+        write_result(tmp_path, model=model, row=row, seed=seed, top1=top1, table="cpu_cifar10",
+                     dataset="cifar10_jpeg", epochs=24, recipe={"amp": amp}, wall=wall,
+                     device_name=device_name, name=f"{row}-{'bf16' if amp else 'fp32'}-s{seed}",
+                     env={"device": "cpu", **({} if bf16 is None else {"cpu_bf16": bf16})})
+
+
+def test_a_seed_in_another_precision_completes_its_rows_seeds(tmp_path):
+    """A CPU without bf16 units trains the missing seed in float32: pooled with the row's
+    bf16 seeds, named seed by seed, paired with the baseline's bf16 seed."""
+    epyc = "2-core CPU (AMD EPYC), 1 torch threads"
+    cpu_row(tmp_path, "resnet20_cifar", "resnet20", {0: 80.0, 1: 81.0, 2: 82.0}, wall=1200.0)
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {0: 81.0, 1: 83.0}, wall=1800.0)
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {2: 85.0}, amp=False, wall=9000.0,
+            device_name=epyc, bf16=False)
+    out = tmp_path / "out"
+    md = generate([tmp_path], out_dir=out, plot=False)
+    runs, _ = load_runs([tmp_path])
+    table = next(t for t in build_tables(runs, load_paper()) if t.id == "cpu_cifar10")
+    (se,) = table.cells["se_resnet20", "cifar10_jpeg"].groups
+    assert se.n == 3 and se.mean == pytest.approx(83.0)
+    section = md[md.index("### CPU tier"):md.index("### Short-budget")]
+    line = next(x for x in section.splitlines() if x.startswith("| + SE") and " min" in x)
+    assert "81.00 (s0, bf16 autocast), 83.00 (s1, bf16 autocast), 85.00 (s2, float32)" in line
+    assert "| +2.00 (3 seeds) |" in line
+    # minutes per machine, not a mean of a 30-minute and a 150-minute machine
+    assert "30.0 min (2 runs, Intel Xeon); 150.0 min (1 run, AMD EPYC; no bf16 in hardware)" in line
+    assert line.endswith("| 1.50× |")  # the ratio from the machine both rows ran on
+    assert "precision bf16 autocast (seeds 0, 1), float32 (seed 2); commit" in section
+    rows = {r["row"]: r for r in csv.DictReader((out / "report.csv").open())
+            if r["table"] == "cpu_cifar10"}
+    assert rows["se_resnet20"]["precision"] == "bf16 autocast (seeds 0, 1), float32 (seed 2)"
+    assert rows["se_resnet20"]["paired_seeds"] == "0 1 2"
+    assert "AMD EPYC), 1 torch threads; no bf16 in hardware): 150.0000 (1)" in \
+        rows["se_resnet20"]["wall_min_by_machine"]
+    base = next(x for x in section.splitlines() if x.startswith("| ResNet-20") and " min" in x)
+    assert "80.00 (s0), 81.00 (s1), 82.00 (s2)" in base  # one precision: not named per seed
+
+
+def test_a_seed_run_in_two_precisions_keeps_the_precisions_apart(tmp_path):
+    """Where a seed was trained in both precisions the runs compare precisions: two groups,
+    each paired only with a baseline that shares its precision."""
+    cpu_row(tmp_path, "resnet20_cifar", "resnet20", {0: 80.0, 1: 81.0}, amp=False)
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {0: 81.0, 1: 83.0}, amp=False)
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {0: 84.0, 1: 86.0, 2: 85.0})
+    runs, _ = load_runs([tmp_path])
+    table = next(t for t in build_tables(runs, load_paper()) if t.id == "cpu_cifar10")
+    groups = table.cells["se_resnet20", "cifar10_jpeg"].groups
+    assert sorted((g.n, g.mean, tuple(g.precisions)) for g in groups) == [
+        (2, 82.0, ("float32",)), (3, 85.0, ("bf16 autocast",))]
+    verdicts = {tuple(c.group.precisions): c.verdict for c in table.comparisons if c.row == "se_resnet20"}
+    assert verdicts[("bf16 autocast",)] == "no baseline run at this setting"
+    assert verdicts[("float32",)] != "no baseline run at this setting"
+
+
+def test_short_machine_names_the_cpu_and_its_bf16():
+    from attncnn.analysis.report_render import short_machine
+
+    assert short_machine("cpu (2-core CPU (Intel(R) Xeon(R) Processor), 1 torch threads)") == \
+        "Intel(R) Xeon(R) Processor"
+    assert short_machine("cpu (2-core CPU (AMD EPYC), 1 torch threads; no bf16 in hardware)") == \
+        "AMD EPYC; no bf16 in hardware"
+    assert short_machine("cuda (NVIDIA H100)") == "cuda (NVIDIA H100)"
 
 
 def test_flip_tta_of_a_recipe_that_predates_it_comes_from_the_config(tmp_path):

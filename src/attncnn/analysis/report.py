@@ -7,6 +7,10 @@ plots. Within a cell, runs are pooled over seeds only when everything else that 
 the figure is equal (data, split, subset size, epochs, schedule, batch, lr, model and its
 arguments): a `Setting`. Different settings stay apart, each with its own line and
 footnote naming its data, split, epochs, device and files, so every figure is traceable.
+The autocast precision is not part of a setting (a CPU without bf16 units trains in float32
+what one with them trains under bf16 autocast): runs of one setting that differ in it are
+pooled when they complete each other's seeds, and kept apart when a seed was run in both
+(then they compare precisions); footnotes name each run's precision.
 A table that names a `baseline` row also gets, per row, the seed-paired difference from
 it with a 95% t-interval and a verdict, and the wall time per run against the baseline's.
 
@@ -149,6 +153,11 @@ class Group:
         return [r for r in self.runs if r.finished and r.top1 is not None]
 
     @property
+    def precisions(self) -> frozenset:
+        """The precisions its runs trained in ("bf16 autocast", "float32"; None: unknown)."""
+        return frozenset(r.precision for r in self.runs)
+
+    @property
     def n(self) -> int:
         return len(self.done)
 
@@ -271,11 +280,8 @@ def _build_table(spec: dict, runs: list[Run], paper: dict) -> Table:
                   rows, {}, [], spec.get("note", ""), baseline=baseline)
     for row, _ in rows:
         for ds in datasets:
-            groups: dict[Setting, Group] = {}
-            for run in runs:
-                if run.row == row and run.dataset == ds:
-                    groups.setdefault(run.setting, Group(run.setting, [])).runs.append(run)
-            for g in groups.values():
+            groups = pool_precisions([r for r in runs if r.row == row and r.dataset == ds])
+            for g in groups:
                 g.runs.sort(key=lambda r: (r.seed is None, r.seed, r.path))
                 table.groups.append(g)
                 g.label = f"S{len(table.groups)}"
@@ -283,10 +289,30 @@ def _build_table(spec: dict, runs: list[Run], paper: dict) -> Table:
                       if (c.table, c.row, c.dataset) == (spec["id"], row, ds)]
             table.conflicts += [_conflict(c, dict(rows)[row], names.get(ds, ds))
                                 for c in _disagreeing(claims)]
-            table.cells[row, ds] = Cell(list(groups.values()), claims, (row, ds) in expected,
+            table.cells[row, ds] = Cell(groups, claims, (row, ds) in expected,
                                         bool(spec.get("source")))
     table.comparisons = _comparisons(table)
     return table
+
+
+def pool_precisions(runs: list[Run]) -> list[Group]:
+    """One cell's runs -> groups of one Setting. Runs of one setting in different precisions
+    are pooled when no seed appears in two of them (seeds that complete each other, as when
+    a CPU without bf16 units runs the seed its row lacks); where a seed was run in two
+    precisions, each precision keeps its own group. Groups in order of their first run."""
+    parts: dict[Setting, dict] = {}
+    for run in runs:
+        parts.setdefault(run.setting, {}).setdefault(run.precision, []).append(run)
+    groups = []
+    for setting, by_precision in parts.items():
+        seeds = [{r.seed for r in rs} for rs in by_precision.values()]
+        disjoint = sum(map(len, seeds)) == len(set().union(*seeds))
+        if disjoint:
+            groups.append(Group(setting, [r for rs in by_precision.values() for r in rs]))
+        else:
+            groups += [Group(setting, rs) for rs in by_precision.values()]
+    order = {id(r): i for i, r in enumerate(runs)}
+    return sorted(groups, key=lambda g: min(order[id(r)] for r in g.runs))
 
 
 def _comparisons(table: Table) -> list[Comparison]:
@@ -299,8 +325,9 @@ def _comparisons(table: Table) -> list[Comparison]:
                 if table.baseline is None:
                     out.append(Comparison(row, ds, g, None, None, g.minutes, None))
                     continue
-                same = [b for b in table.cells[table.baseline, ds].groups
-                        if b.setting.recipe_key() == g.setting.recipe_key()]
+                same = [b for b in table.cells[table.baseline, ds].groups  # and a precision
+                        if b.setting.recipe_key() == g.setting.recipe_key()
+                        and b.precisions & g.precisions]
                 base = same[0] if len(same) == 1 else None  # two baseline models: ambiguous
                 if row == table.baseline:
                     base = g

@@ -6,6 +6,7 @@ computed here beyond formatting (those live in `report_stats`, the tables in `re
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,11 @@ def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = ()
         "epoch: choosing that on the test split would be tuning on test), as mean ± sample "
         "standard deviation over seeds. Runs whose data, split, training-set size, epochs or "
         "recipe differ are never pooled: each setting has its own line and footnote [S#]. "
+        "The autocast precision counts as the machine's, not the recipe's (a CPU without bf16 "
+        "units trains in float32 what one with them trains under bf16 autocast): runs that "
+        "differ only in it are pooled when they complete each other's seeds (kept apart where a "
+        "seed was run in both), and each footnote names its runs' precision, seed by seed "
+        "where they differ. "
         + ("The paper's claims are converted to accuracy (100 − top-1 error) and shown in "
            "each cell as \"claim: ... (Table N)\"." if claimed else ""),
         "",
@@ -78,7 +84,8 @@ COMPARISON_NOTE = (
     "that shared a busy machine make it noisy; \"≥\": a run resumed across sessions whose "
     "record kept only its last session's time, counted as its epochs' own times, a lower "
     "bound). Where the table names a baseline row, it also "
-    "gives the seed-paired difference from the baseline at the same data and recipe: the mean "
+    "gives the seed-paired difference from the baseline at the same data and recipe (and a "
+    "precision in common): the mean "
     "of the per-seed differences over the seeds both rows have, with a 95% Student-t interval "
     "(n − 1 degrees of freedom), and a verdict: \"wins\" (interval above 0), \"loses\" (below "
     "0), \"within noise\" (it contains 0), \"n<2: no interval\" (one seed in common); and the "
@@ -104,15 +111,49 @@ def _comparison_table(t: Table) -> list[str]:
     out = [lead, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in t.comparisons:
         cols = [f"{names[c.row]} [{c.group.label}]"] + ([data[c.dataset]] if many else [])
-        cols.append(", ".join(f"{r.top1:.2f} (s{r.seed})" for r in c.group.done) or "none finished")
+        mixed = len({r.precision for r in c.group.done}) > 1  # name each seed's, then
+        cols.append(", ".join(f"{r.top1:.2f} (s{r.seed}" + (f", {r.precision or 'precision n/a'})"
+                                                             if mixed else ")")
+                              for r in c.group.done) or "none finished")
         if t.baseline is not None:
             cols += _difference_cells(c)
-        floor = "≥ " if any(r.wall_time_floor for r in c.group.done) else ""
-        cols.append("n/a" if c.minutes is None else f"{floor}{c.minutes:.1f} min")
+        cols.append(_wall_time_cell(c))
         if t.baseline is not None:
             cols.append("n/a" if c.time_ratio is None else f"{c.time_ratio:.2f}×")
         out.append("| " + " | ".join(cols) + " |")
     return out + [""]
+
+
+def _wall_time_cell(c: Comparison) -> str:
+    """Mean wall time per run; where the setting's runs come from several machines (which
+    may differ many times in speed), per machine instead, with its runs' count."""
+    if c.minutes is None:
+        return "n/a"
+    by_machine = minutes_by_machine(c.group)
+    if len(by_machine) < 2:
+        floor = "≥ " if any(r.wall_time_floor for r in c.group.done) else ""
+        return f"{floor}{c.minutes:.1f} min"
+    return "; ".join(f"{'≥ ' * floor}{minutes:.1f} min ({n} run{'s' * (n != 1)}, {short_machine(m)})"
+                     for m, (minutes, n, floor) in by_machine.items())
+
+
+def minutes_by_machine(g: Group) -> dict[str, tuple[float, int, bool]]:
+    """machine -> (mean wall time in minutes, runs, any a lower bound), over the finished
+    runs that recorded one, machines in the order their first run appears."""
+    times: dict[str, list] = {}
+    for r in g.done:
+        if isinstance(r.wall_time_s, (int, float)) and not isinstance(r.wall_time_s, bool):
+            times.setdefault(r.device, []).append(r)
+    return {m: (statistics.fmean(float(r.wall_time_s) for r in runs) / 60.0, len(runs),
+                any(r.wall_time_floor for r in runs)) for m, runs in times.items()}
+
+
+def short_machine(label: str) -> str:
+    """`report_runs.machine`'s label without the device kind, core and thread counts:
+    "cpu (2-core CPU (AMD EPYC 7B13), 1 torch threads)" -> "AMD EPYC 7B13"; a label of
+    another shape is kept whole."""
+    found = re.search(r"CPU \((.+)\), \d+ torch threads?(; (no )?bf16 in hardware)?", label)
+    return "".join(found.group(1, 2) if found.group(2) else found.group(1)) if found else label
 
 
 def _difference_cells(c: Comparison) -> list[str]:
@@ -134,7 +175,8 @@ def _provenance(g: Group) -> str:
                                         for r in g.runs) + ")"
     files = ", ".join(f"`{r.path}`" + ("" if r.finished else " (incomplete)") for r in g.runs)
     commits = ", ".join(sorted({r.commit for r in g.runs}))
-    text = f"device {', '.join(devices)}; commit {commits}; seeds {seeds}; files {files}"
+    text = (f"device {', '.join(devices)}; {_precisions(g)}commit {commits}; seeds {seeds}; "
+            f"files {files}")
     weights = [r.weights for r in g.runs if r.weights]
     if weights:
         text += "; weights " + ", ".join(f"`{w}`" for w in weights)
@@ -148,11 +190,25 @@ def _provenance(g: Group) -> str:
     return text
 
 
+def _precisions(g: Group) -> str:
+    """"precision bf16 autocast; ", or seed by seed where the runs differ ("" if unknown)."""
+    kinds = {r.precision for r in g.runs}
+    if kinds == {None}:
+        return ""
+    if len(kinds) == 1:
+        return f"precision {kinds.pop()}; "
+    order = list(dict.fromkeys(r.precision for r in g.runs))
+    return "precision " + ", ".join(
+        f"{p or 'not recorded'} (seed{'s' * (sum(r.precision == p for r in g.runs) > 1)} "
+        + ", ".join(str(r.seed) for r in g.runs if r.precision == p) + ")" for p in order) + "; "
+
+
 CSV_FIELDS = ["table", "row", "dataset", "setting", "data", "eval_split", "num_train", "num_eval",
               "epochs", "schedule", "batch_size", "lr", "model", "model_args", "device", "commit", "n_seeds",
               "seeds", "top1_mean", "top1_std", "claims", "files", "weights",
               "top1_per_seed", "wall_min_mean", "baseline", "paired_seeds", "diff_mean",
-              "diff_ci95_low", "diff_ci95_high", "verdict", "time_ratio"]
+              "diff_ci95_low", "diff_ci95_high", "verdict", "time_ratio", "precision",
+              "wall_min_by_machine"]
 
 
 def write_csv(tables: list[Table], path: str | Path) -> None:
@@ -187,6 +243,11 @@ def write_csv(tables: list[Table], path: str | Path) -> None:
                                     "top1_std": "" if g.std is None else f"{g.std:.4f}",
                                     "files": " ".join(r.path for r in g.runs),
                                     "weights": " ".join(r.weights for r in g.runs if r.weights),
+                                    "precision": _precisions(g).removeprefix("precision ")
+                                    .removesuffix("; "),
+                                    "wall_min_by_machine": "; ".join(
+                                        f"{m}: {minutes:.4f} ({n})" for m, (minutes, n, _)
+                                        in minutes_by_machine(g).items()),
                                     **_comparison_fields(compared.get(id(g)), t.baseline)})
 
 

@@ -2,7 +2,11 @@
 
 `load_runs` reads results files (docs/results-format.md) into `Run`s; a run's `Setting` is
 everything that must be equal for runs to be pooled over seeds (data, split, subset size,
-epochs, schedule, batch, lr, model and its arguments).
+epochs, schedule, batch, lr, model and its arguments, the rest of the recipe). The autocast
+precision (`recipe.amp`) is not part of it: like the device, it is how a machine computed
+the recipe (a CPU without bf16 units trains in float32 what one with them trains under bf16
+autocast), so it is kept per run (`Run.precision`) and named per seed where a setting
+mixes precisions, never hidden.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ from attncnn.errors import AttncnnError
 
 
 _SETTING_KEYS = ("epochs", "batch_size", "schedule", "lr")  # Setting's own fields
+_PER_RUN_KEYS = ("amp",)  # recorded per run (Run.precision), not pooled on
 
 
 @dataclass(frozen=True)
 class Setting:
-    """What must be equal for runs to be pooled (everything but the seed and the device)."""
+    """What must be equal for runs to be pooled (everything but the seed, the device and the
+    autocast precision, which the report names per run)."""
 
     data_name: str
     eval_split: str
@@ -32,7 +38,7 @@ class Setting:
     lr: float | None
     model: str
     model_args: str  # canonical JSON, so two settings compare as equal strings
-    recipe_rest: str = "{}"  # the rest of the recipe (precision, decay, smoothing, TTA...), JSON
+    recipe_rest: str = "{}"  # the rest of the recipe (decay, smoothing, TTA...), JSON
 
     def describe(self) -> str:
         def count(n):
@@ -45,7 +51,7 @@ class Setting:
         extras = "".join(text for key, text in (
             ("weight_decay", f", weight decay {rest.get('weight_decay')}"),
             ("label_smoothing", f", label smoothing {rest.get('label_smoothing')}"),
-            ("amp", ", bf16 autocast"), ("eval_flip", ", flip test-time augmentation"),
+            ("eval_flip", ", flip test-time augmentation"),
             ("eval_translate", f", shifted copies ({rest.get('eval_translate')} px) at test time"))
             if rest.get(key))
         return (f"{self.data_name}, eval split `{self.eval_split}` ({count(self.num_eval)} images), "
@@ -74,6 +80,7 @@ class Run:
     top1: float | None          # final epoch's top-1 on the eval split (not the best epoch)
     finished: bool
     device: str
+    precision: str | None       # "bf16 autocast" or "float32" (recipe.amp); None: not recorded
     weights: str | None         # the published (repository) weights file, if any
     commit: str                 # git commit the run trained at ("+dirty": uncommitted changes)
     wall_time_s: float | None = None  # the run's wall time, start to finish (results-format)
@@ -107,6 +114,14 @@ def machine(env: dict) -> str:
     return f"{device} ({'; '.join(details)})" if details else device
 
 
+def precision(recipe: dict) -> str | None:
+    """The precision a run trained in, from its recipe's `amp` (None where not recorded)."""
+    amp = recipe.get("amp")
+    if not isinstance(amp, bool):
+        return None
+    return "bf16 autocast" if amp else "float32"
+
+
 def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
     """A results document -> Run; `dataset_ids` maps data display names to column ids."""
     data, recipe, env = doc.get("data", {}), dict(doc.get("recipe", {})), doc.get("env", {})
@@ -131,8 +146,8 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         num_train=data.get("num_train"), num_eval=data.get("num_eval"), epochs=epochs,
         schedule=str(recipe.get("schedule", "?")), batch_size=recipe.get("batch_size"),
         lr=recipe.get("lr"), model=model, model_args=json.dumps(model_args, sort_keys=True),
-        recipe_rest=json.dumps({k: v for k, v in recipe.items() if k not in _SETTING_KEYS},
-                               sort_keys=True),
+        recipe_rest=json.dumps({k: v for k, v in recipe.items()
+                                if k not in _SETTING_KEYS + _PER_RUN_KEYS}, sort_keys=True),
     )
     wall, floor = wall_time(doc)
     return Run(
@@ -141,7 +156,8 @@ def parse_run(path: Path, doc: dict, dataset_ids: dict[str, str]) -> Run:
         dataset=str(tags.get("dataset") or dataset_ids.get(data_name) or slug(data_name)),
         setting=setting, seed=doc.get("seed"),
         top1=final.get("top1") if isinstance(final.get("top1"), (int, float)) else None,
-        finished=finished, device=device, weights=_published_weights(doc),
+        finished=finished, device=device, precision=precision(recipe),
+        weights=_published_weights(doc),
         check_top1=_number((doc.get("published_check") or {}).get("top1")),
         commit=_commit(env),
         wall_time_s=wall, wall_time_floor=floor,
