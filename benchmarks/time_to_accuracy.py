@@ -235,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             write_airbench_files(train, held, workdir)
             print("airbench (train94): warming up ...", flush=True)
             side["warmup_s"] = warm_up_airbench(ab, device, workdir, ab_options, args.smoke)
+            side["seed"] = args.seed  # each try seeds torch's generator with it
             side.update(ladder("airbench", lambda e: train_airbench(
-                ab, e, device, workdir, ab_options, args.smoke), ab_lengths, args.target,
-                side, save))
+                ab, e, device, workdir, ab_options, args.smoke, seed=args.seed), ab_lengths,
+                args.target, side, save))
     if not args.skip_ours:
         side = result["ours"] = {"recipe": asdict(recipe)}
         print(f"ours ({recipe.model} {recipe.model_args}): warming up ...", flush=True)

@@ -135,12 +135,16 @@ def _torchvision_or_stand_in() -> None:
 
 
 def train_airbench(ab, epochs: float, device: torch.device, workdir: Path,
-                   options: AirbenchOptions, smoke: bool = False) -> dict:
-    """airbench.train94 for `epochs` on the files in `workdir`; accuracy with its TTA."""
+                   options: AirbenchOptions, smoke: bool = False, seed: int | None = None) -> dict:
+    """airbench.train94 for `epochs` on the files in `workdir`; accuracy with its TTA.
+    airbench draws its initialisation, shuffling and augmentation from torch's global
+    generator and seeds nothing itself: `seed` seeds that generator first (None: as it is)."""
     hyp = ab.lib_airbench94.hyp
     batch = 16 if smoke else options.batch_size or hyp["opt"]["batch_size"]
     tta = hyp["net"]["tta_level"] if options.tta_level is None else options.tta_level
     precision = resolve_precision(options.precision, device)
+    if seed is not None:
+        torch.manual_seed(seed)
     with _chdir(workdir), _ablations(ab, options):  # its train() opens cifar10/test.pt here
         if device.type == "cpu":
             ctx = _on_cpu(ab)
@@ -163,7 +167,7 @@ def train_airbench(ab, epochs: float, device: torch.device, workdir: Path,
             synchronize(device)
             total_s = time.perf_counter() - start
     steps = math.ceil(len(loader) * epochs)
-    return {"epochs": epochs, "steps": steps, "accuracy": accuracy, "train_s": train_s,
+    return {"epochs": epochs, "steps": steps, "seed": seed, "accuracy": accuracy, "train_s": train_s,
             "eval_s": total_s - train_s, "time_s": total_s,
             "images_per_s": steps * batch / train_s}
 

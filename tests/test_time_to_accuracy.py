@@ -128,6 +128,12 @@ def test_airbench_trains_on_the_cpu_with_and_without_its_ingredients(tmp_path):
         options = module.AirbenchOptions().with_overrides(items)
         out = module.train_airbench(ab, 1.0, torch.device("cpu"), tmp_path, options, smoke=True)
         assert out["steps"] == 4 and 0 <= out["accuracy"] <= 100 and out["time_s"] >= out["train_s"] > 0
+    # seeded: torch's generator (airbench's init, shuffling, augmentation) starts from the seed
+    options = module.AirbenchOptions().with_overrides(["precision=fp32"])
+    runs = [module.train_airbench(ab, 1.0, torch.device("cpu"), tmp_path, options, smoke=True,
+                                  seed=7) for _ in range(2)]
+    assert torch.initial_seed() == 7 and runs[0]["seed"] == 7
+    assert runs[0]["accuracy"] == runs[1]["accuracy"]
     whitened = _cpu_net(ab, module.AirbenchOptions(), "fp32", smoke=True)
     plain = _cpu_net(ab, module.AirbenchOptions(whiten=False), "fp32", smoke=True)
     assert not whitened[0].weight.requires_grad and plain[0].weight.requires_grad
