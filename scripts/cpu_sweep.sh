@@ -14,13 +14,15 @@
 #   scripts/cpu_sweep.sh imagenette_val   # Imagenette: the recipe's check on held-out train
 #   scripts/cpu_sweep.sh tier --dry-run   # what is done, what resumes, what is new
 #   ROWS="resnet20 attn_resnet20_stage" SEEDS=1 scripts/cpu_sweep.sh tier   # a subset
+#   THREADS=2 scripts/cpu_sweep.sh tier   # one job on both cores (the last run left: a run
+#                                    # resumes at another thread count; the sweep allows it)
 #   scripts/cpu_sweep.sh tier & scripts/cpu_sweep.sh tier &
 #                                    # two jobs, one per core, sharing the queue: each run is
 #                                    # taken under a lock, so the two never train the same one
 #
 # Needs a Python with torch and attncnn's dependencies (the README's set-up), the data at
 # $DATA (default: ../shared/data/<the job's tarball>), and one core per job: each job runs
-# with one torch thread, so two can share a 2-core machine. Run directories live under $RUNS
+# with one torch thread (THREADS=N: N), so two can share a 2-core machine. Run directories live under $RUNS
 # (outside the work tree). Every run published so far trained under bf16 autocast, so the
 # jobs run only on a CPU with bf16 units (below; BF16_OPTIONAL=1 overrides).
 set -euo pipefail
@@ -136,7 +138,7 @@ for seed in $SEEDS; do              # seed-major, as the sweep goes
     rc=0
     python -m attncnn sweep "$config" --seeds "$seed" --out-dir "$OUT" \
       --publish "$PUB" --weights results/weights --set "data.root=$DATA" \
-      --threads 1 -q "$@" || rc=$?
+      --threads "${THREADS:-1}" -q "$@" || rc=$?
     [ $dry = 1 ] || rm -rf "${LOCKS:?}/$name"
     [ $rc -lt 128 ] || exit $rc     # stopped by a signal: the checkpoint is saved; stop here
     [ $rc = 0 ] || rc_all=$rc
