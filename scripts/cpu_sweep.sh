@@ -22,8 +22,8 @@
 #
 # Needs a Python with torch and attncnn's dependencies (the README's set-up), the data at
 # $DATA (default: ../shared/data/<the job's tarball>), and one core per job: each job runs
-# with one torch thread (THREADS=N: N), so two can share a 2-core machine. Run directories live under $RUNS
-# (outside the work tree). Every run published so far trained under bf16 autocast, so the
+# with one torch thread (THREADS=N: N), so two can share a 2-core machine. Run directories
+# live under $RUNS (outside the work tree). Every run published so far trained under bf16 autocast, so the
 # jobs run only on a CPU with bf16 units (below; BF16_OPTIONAL=1 overrides).
 set -euo pipefail
 # The whole script is one { ... } block, read before any of it runs: bash reads a script as
