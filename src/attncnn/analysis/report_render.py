@@ -112,9 +112,11 @@ def _comparison_table(t: Table) -> list[str]:
     for c in t.comparisons:
         cols = [f"{names[c.row]} [{c.group.label}]"] + ([data[c.dataset]] if many else [])
         mixed = len({r.precision for r in c.group.done}) > 1  # name each seed's, then
-        cols.append(", ".join(f"{r.top1:.2f} (s{r.seed}" + (f", {r.precision or 'precision n/a'})"
-                                                             if mixed else ")")
-                              for r in c.group.done) or "none finished")
+
+        def seed(r):
+            return f"s{r.seed}, {r.precision or 'precision not recorded'}" if mixed else f"s{r.seed}"
+        cols.append(", ".join(f"{r.top1:.2f} ({seed(r)})" for r in c.group.done)
+                    or "none finished")
         if t.baseline is not None:
             cols += _difference_cells(c)
         cols.append(_wall_time_cell(c))
