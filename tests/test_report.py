@@ -175,6 +175,7 @@ def test_a_seed_in_another_precision_completes_its_rows_seeds(tmp_path):
     table = next(t for t in build_tables(runs, load_paper()) if t.id == "cpu_cifar10")
     (se,) = table.cells["se_resnet20", "cifar10_jpeg"].groups
     assert se.n == 3 and se.mean == pytest.approx(83.0)
+    assert se.text() == "83.00 ± 2.00 (3 seeds, 24 ep, 1 in float32) [S2]"  # the table's cell
     section = md[md.index("### CPU tier"):md.index("### Short-budget")]
     line = next(x for x in section.splitlines() if x.startswith("| + SE") and " min" in x)
     assert "81.00 (s0, bf16 autocast), 83.00 (s1, bf16 autocast), 85.00 (s2, float32)" in line

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -190,7 +191,15 @@ class Group:
         spread = f" ± {self.std:.2f}" if self.std is not None else ""
         extra = len(self.runs) - self.n
         skipped = f", {extra} incomplete not counted" if extra else ""
-        return f"{self.mean:.2f}{spread} ({seeds}, {self.setting.epochs} ep{skipped}) [{self.label}]"
+        return (f"{self.mean:.2f}{spread} ({seeds}, {self.setting.epochs} ep{self._minority()}"
+                f"{skipped}) [{self.label}]")
+
+    def _minority(self) -> str:
+        """", 1 in float32" where the finished seeds mix precisions: each but the most common."""
+        counts = Counter(r.precision or "precision not recorded" for r in self.done)
+        if len(counts) < 2:
+            return ""
+        return "".join(f", {n} in {p}" for p, n in counts.most_common()[1:])
 
 
 @dataclass
