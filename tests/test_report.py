@@ -691,3 +691,50 @@ def test_footnotes_give_the_published_weights_figure_where_it_differs(tmp_path):
     md = generate([tmp_path], plot=False)
     assert "the published weights re-check at 90.21 (s0, the run's 90.00)" in md
     assert "(s1, the run's" not in md   # a re-check that agrees is not repeated
+
+
+def test_speed_against_accuracy_frontier_on_the_machine_with_most_timed_runs(tmp_path):
+    """x: minutes on the table's most-used machine only; y: the table's figure over all
+    seeds; a setting both slower and less accurate than another is off the frontier."""
+    xeon, epyc = "2-core CPU (Intel Xeon), 1 torch threads", "2-core CPU (AMD EPYC), 1 torch threads"
+    cpu_row(tmp_path, "resnet20_cifar", "resnet20", {0: 80.0, 1: 82.0}, wall=1200.0, device_name=xeon)
+    cpu_row(tmp_path, "resnet20_cifar", "resnet20", {2: 84.0}, wall=6000.0, device_name=epyc)
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {0: 85.0, 1: 85.0}, wall=1800.0,
+            device_name=xeon)
+    cpu_row(tmp_path, "cbam_resnet20_cifar", "cbam_resnet20", {0: 81.0, 1: 81.0}, wall=3000.0,
+            device_name=xeon)                                   # slower than SE and worse
+    cpu_row(tmp_path, "attn_resnet20_cifar", "attn_resnet20_block", {0: 90.0}, wall=600.0,
+            device_name=epyc)                                   # no run on the Xeon: no point
+    from attncnn.analysis.report_frontier import frontiers
+
+    runs, _ = load_runs([tmp_path])
+    table = next(t for t in build_tables(runs, load_paper()) if t.id == "cpu_cifar10")
+    (front,) = frontiers(table)
+    assert "Intel Xeon" in front.machine
+    points = {p.row: p for p in front.points}
+    assert set(points) == {"resnet20", "se_resnet20", "cbam_resnet20"}
+    assert points["resnet20"].minutes == pytest.approx(20.0) and points["resnet20"].timed == 2
+    assert points["resnet20"].top1 == pytest.approx(82.0) and points["resnet20"].seeds == 3
+    assert [p.row for p in front.best] == ["resnet20", "se_resnet20"]
+    assert not points["cbam_resnet20"].on_frontier
+    out = tmp_path / "out"
+    md = generate([tmp_path], out_dir=out)
+    line = next(x for x in md.splitlines() if x.startswith("Speed against accuracy (CIFAR-10"))
+    assert "minutes per run on Intel Xeon" in line
+    assert "ResNet-20 (no attention) [S1] 20.0 min (2 runs), 82.00%;" in line
+    assert "the other setting is slower and no more accurate" in line
+    with Image.open(out / "cpu_cifar10_frontier.png") as im:
+        im.load()
+        assert im.format == "PNG" and len(set(np.asarray(im.convert("L")).ravel().tolist())) > 2
+    assert "](cpu_cifar10_frontier.png)" in md
+
+
+def test_no_frontier_without_two_settings_timed_on_one_machine(tmp_path):
+    cpu_row(tmp_path, "resnet20_cifar", "resnet20", {0: 80.0}, wall=1200.0,
+            device_name="2-core CPU (Intel Xeon), 1 torch threads")
+    cpu_row(tmp_path, "se_resnet20_cifar", "se_resnet20", {0: 85.0}, wall=1800.0,
+            device_name="2-core CPU (AMD EPYC), 1 torch threads")
+    out = tmp_path / "out"
+    md = generate([tmp_path], out_dir=out)
+    assert "Speed against accuracy" not in md
+    assert not (out / "cpu_cifar10_frontier.png").exists()

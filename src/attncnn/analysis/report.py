@@ -34,6 +34,7 @@ from attncnn.analysis.report_render import (  # noqa: F401  (re-exported)
     CSV_FIELDS,
     END,
     plot_curves,
+    plot_frontier,
     render_markdown,
     replace_readme_section,
     write_csv,
@@ -370,7 +371,8 @@ def time_ratio_by_machine(group: Group, base: Group) -> float | None:
 def generate(results: list[str | Path], out_dir: str | Path | None = None,
              readme: str | Path | None = None, plot: bool = True,
              claims: str | Path | None = None) -> str:
-    """Read results, build the tables, write report.md / report.csv / <table>_curves.png
+    """Read results, build the tables, write report.md / report.csv / <table>_curves.png and
+    <table>_frontier.png
     under `out_dir` (when given), refresh the README section; returns the Markdown."""
     paper = load_paper(claims)
     ids = {label: key for key, label in paper["datasets"].items()}
@@ -378,6 +380,7 @@ def generate(results: list[str | Path], out_dir: str | Path | None = None,
     runs, skipped = load_runs(files, ids)
     tables = build_tables(runs, paper)
     plots: dict[str, Path] = {}
+    frontier_plots: dict[str, Path] = {}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -387,14 +390,20 @@ def generate(results: list[str | Path], out_dir: str | Path | None = None,
                 png = out / f"{t.id}_curves.png"
                 if plot_curves(t, png):
                     plots[t.id] = png
+                png = out / f"{t.id}_frontier.png"
+                if plot_frontier(t, png):
+                    frontier_plots[t.id] = png
 
-    def links(base: Path) -> dict[str, str]:  # image paths as seen from the linking file
+    def links(found: dict[str, Path], base: Path | None) -> dict[str, str] | None:
+        if base is None:  # image paths as seen from the linking file
+            return None
         return {k: Path(os.path.relpath(p.resolve(), base.resolve())).as_posix()
-                for k, p in plots.items()}
+                for k, p in found.items()}
 
     def render(link_base: Path | None) -> str:
         return render_markdown(tables, paper, skipped=skipped, n_files=len(files),
-                               n_runs=len(runs), plots=links(link_base) if link_base else None)
+                               n_runs=len(runs), plots=links(plots, link_base),
+                               frontier_plots=links(frontier_plots, link_base))
 
     markdown = render(Path(out_dir) if out_dir is not None else None)
     if out_dir is not None:

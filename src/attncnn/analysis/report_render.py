@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from attncnn.analysis.report_frontier import Frontier, frontiers
 from attncnn.analysis.report_stats import signed
 from attncnn.files import replace_marked_section
 
@@ -22,8 +23,10 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # ---------------------------------------------------------------- Markdown, CSV, README
 def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = (),
                     plots: dict[str, str] | None = None, n_files: int | None = None,
-                    n_runs: int | None = None) -> str:
-    """The tables as Markdown; `plots` maps a table id to an image path to link."""
+                    n_runs: int | None = None,
+                    frontier_plots: dict[str, str] | None = None) -> str:
+    """The tables as Markdown; `plots` and `frontier_plots` map a table id to the image
+    path to link (its accuracy curves; its speed against accuracy)."""
     claimed = bool(paper["claims"])
     note = (paper.get("claims_note") or ("" if claimed else "No paper claims are recorded.")).strip()
     out = [
@@ -73,6 +76,10 @@ def render_markdown(tables: list[Table], paper: dict, *, skipped: list[str] = ()
             splits = sorted({g.setting.eval_split for g in t.groups}) or ["eval"]
             out += [f"![Accuracy per epoch on the {'/'.join(splits)} split, {t.title}]"
                     f"({plots[t.id]})", ""]
+        fronts = frontiers(t)
+        out += [_frontier_text(f) for f in fronts] + ([""] if fronts else [])
+        if frontier_plots and t.id in frontier_plots:
+            out += [f"![Top-1 against minutes per run, {t.title}]({frontier_plots[t.id]})", ""]
     if skipped:
         out += ["Files not used: " + "; ".join(skipped) + ".", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -156,6 +163,21 @@ def short_machine(label: str) -> str:
     another shape is kept whole."""
     found = re.search(r"CPU \((.+)\), \d+ torch threads?(; (no )?bf16 in hardware)?", label)
     return "".join(found.group(1, 2) if found.group(2) else found.group(1)) if found else label
+
+
+def _frontier_text(f: Frontier) -> str:
+    """One line: the settings on the speed/accuracy frontier of one data set, fastest first."""
+    best = "; ".join(f"{p.row_label} [{p.group}] {p.minutes:.1f} min ({p.timed} "
+                     f"run{'s' * (p.timed != 1)}), {p.top1:.2f}%" for p in f.best)
+    behind = len(f.points) - len(f.best)
+    rest = ("" if not behind else "; the other setting is" if behind == 1 else
+            f"; the other {behind} settings are")
+    rest += " slower and no more accurate than one of these" if behind else ""
+    return (f"Speed against accuracy ({f.dataset_label}; minutes per run on "
+            f"{short_machine(f.machine)}, the machine with the most timed runs here, against "
+            f"the table's top-1 over all seeds): on the frontier, fastest first: {best}{rest}. "
+            "Runs that shared a machine make their minutes noisy: a few minutes apart is "
+            "within it.")
 
 
 def _difference_cells(c: Comparison) -> list[str]:
@@ -314,3 +336,33 @@ def plot_curves(table: Table, path: str | Path) -> bool:
     return True
 
 
+
+
+def plot_frontier(table: Table, path: str | Path) -> bool:
+    """Top-1 against minutes per run, one panel per data set with a frontier (points: mean
+    ± std over seeds; the line joins the frontier). False (nothing written) without one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fronts = frontiers(table)
+    if not fronts:
+        return False
+    fig = Figure(figsize=(5.5 * len(fronts), 4.0), tight_layout=True)
+    FigureCanvasAgg(fig)
+    for i, f in enumerate(fronts):
+        ax = fig.add_subplot(1, len(fronts), i + 1)
+        for p in f.points:
+            ax.errorbar(p.minutes, p.top1, yerr=p.std or 0.0, fmt="o" if p.on_frontier else "x",
+                        capsize=3, label=f"[{p.group}] {p.row_label}")
+            ax.annotate(p.group, (p.minutes, p.top1), textcoords="offset points", xytext=(4, 4),
+                        fontsize="small")
+        best = f.best
+        ax.plot([p.minutes for p in best], [p.top1 for p in best], color="0.5", linewidth=1,
+                zorder=0)
+        ax.set_title(f.dataset_label)
+        ax.set_xlabel(f"minutes per run ({short_machine(f.machine)})")
+        ax.set_ylabel("top-1 (%), mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.savefig(path, dpi=100)
+    return True
